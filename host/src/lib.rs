@@ -1,0 +1,12 @@
+//! wasmdaemon: a DaemonSet controller whose placement is decided by WebAssembly plugins.
+
+pub mod crd;
+pub mod input;
+pub mod planner;
+pub mod plugin;
+pub mod predicates;
+pub mod quantity;
+pub mod registry;
+pub mod render;
+pub mod selector;
+pub mod simulate;

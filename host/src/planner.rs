@@ -1,0 +1,387 @@
+//! The pure placement planner: nodes, a set and its pods in; decisions and pod changes out.
+//!
+//! The controller and the simulator both call [`plan`]. Nothing here talks to the API server;
+//! the only call out is to the set's plugin, through [`Decider`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec};
+use thiserror::Error;
+
+use crate::crd::WasmDaemonSet;
+use crate::plugin::bindings::{self, Decision, SetInfo};
+use crate::plugin::{LoadedPlugin, PluginError};
+use crate::predicates::{Placement, node_should_run_daemon_pod};
+use crate::render::{self, HASH_LABEL, RenderError};
+
+/// Largest batch handed to a plugin in one call.
+pub const MAX_BATCH: usize = 4096;
+
+/// Something that decides for nodes the predicates allow: a plugin, or a test double.
+pub trait Decider {
+    /// One decision per node, in order.
+    fn decide(&mut self, set: &SetInfo, nodes: &[&Node]) -> Result<Vec<Decision>, PluginError>;
+}
+
+/// Calls a loaded plugin, sending each node only as the plugin asked to see it, and not sending
+/// a node again while its projection and the set's plugin input stay the same.
+pub struct PluginDecider {
+    plugin: Arc<LoadedPlugin>,
+    memo: HashMap<String, (bindings::Node, Decision)>,
+    memo_key: Option<SetInfo>,
+}
+
+impl PluginDecider {
+    pub fn new(plugin: Arc<LoadedPlugin>) -> Self {
+        Self { plugin, memo: HashMap::new(), memo_key: None }
+    }
+
+    /// The plugin version this decider calls.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Forgets remembered answers for nodes that no longer exist.
+    pub fn retain_nodes(&mut self, keep: impl Fn(&str) -> bool) {
+        self.memo.retain(|name, _| keep(name));
+    }
+}
+
+impl Decider for PluginDecider {
+    fn decide(&mut self, set: &SetInfo, nodes: &[&Node]) -> Result<Vec<Decision>, PluginError> {
+        if self.memo_key.as_ref() != Some(set) {
+            self.memo.clear();
+            self.memo_key = Some(set.clone());
+        }
+
+        let projection = &self.plugin.projection;
+        let projected: Vec<bindings::Node> = nodes.iter().map(|n| projection.project(n)).collect();
+        let stale: Vec<usize> = projected
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| self.memo.get(&p.name).is_none_or(|(seen, _)| seen != *p))
+            .map(|(i, _)| i)
+            .collect();
+
+        let mut fresh = Vec::with_capacity(stale.len());
+        for chunk in stale.chunks(MAX_BATCH) {
+            let batch: Vec<bindings::Node> = chunk.iter().map(|&i| projected[i].clone()).collect();
+            fresh.extend(self.plugin.decide(set, &batch)?);
+        }
+        for (&i, decision) in stale.iter().zip(fresh) {
+            let node = projected[i].clone();
+            self.memo.insert(node.name.clone(), (node, decision));
+        }
+
+        Ok(projected
+            .iter()
+            .map(|p| self.memo.get(&p.name).map(|(_, d)| d.clone()))
+            .map(|d| d.unwrap_or_else(|| Decision::Skip("no decision".to_string())))
+            .collect())
+    }
+}
+
+/// A set that cannot be planned at all.
+#[derive(Debug, Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+
+    #[error("failed to render the pod for node {node}: {source}")]
+    Render { node: String, source: RenderError },
+
+    #[error("spec.policy names plugin {0:?} but no plugin was supplied")]
+    MissingPlugin(String),
+}
+
+/// What happens on one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodePlan {
+    pub node: String,
+    /// The upstream predicates' two answers.
+    pub placement: Placement,
+    pub outcome: Outcome,
+}
+
+/// The decision for one node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The node runs the set's pod, rendered as given.
+    Run { variant: Option<String>, template: Box<PodTemplateSpec>, hash: String },
+    /// The node gets no new pod. `keep_existing` is true when a pod already there may keep
+    /// running (a NoSchedule taint it does not tolerate does not evict it).
+    Skip { reason: String, keep_existing: bool },
+}
+
+impl Outcome {
+    pub fn runs(&self) -> bool {
+        matches!(self, Outcome::Run { .. })
+    }
+}
+
+/// Why an existing pod is to be deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// Its node is gone.
+    NodeGone,
+    /// Its node should not run the set any more.
+    NotEligible,
+    /// Another pod of the set on the same node is older.
+    Duplicate,
+    /// It ran to completion; a daemon pod should not.
+    Succeeded,
+    /// It failed; the controller replaces it (with backoff).
+    Failed,
+}
+
+/// A pod to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Create {
+    pub node: String,
+    pub pod: Pod,
+}
+
+/// A pod to delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delete {
+    pub pod: String,
+    pub node: String,
+    pub reason: DeleteReason,
+}
+
+/// A pod running a rendering that differs from what its node should run now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outdated {
+    pub pod: String,
+    pub node: String,
+    pub want_hash: String,
+}
+
+/// The whole answer for a set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// One entry per input node, in input order.
+    pub nodes: Vec<NodePlan>,
+    pub create: Vec<Create>,
+    pub delete: Vec<Delete>,
+    pub outdated: Vec<Outdated>,
+}
+
+/// The plugin input for a set.
+pub fn set_info(set: &WasmDaemonSet) -> SetInfo {
+    let config = set
+        .spec
+        .policy
+        .as_ref()
+        .and_then(|p| p.config.as_ref())
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "null".to_string());
+    SetInfo {
+        namespace: set.metadata.namespace.clone().unwrap_or_default(),
+        name: set.metadata.name.clone().unwrap_or_default(),
+        config,
+        variants: set.spec.variants.iter().map(|v| v.name.clone()).collect(),
+    }
+}
+
+/// Decides every node for `set`: upstream predicates first, then the plugin for the nodes the
+/// predicates leave in play. `decider` must be given when the set names a plugin.
+pub fn decide_nodes(
+    set: &WasmDaemonSet,
+    nodes: &[Node],
+    decider: Option<&mut dyn Decider>,
+) -> Result<Vec<NodePlan>, PlanError> {
+    let empty = Default::default();
+    let template_spec = set.spec.template.spec.as_ref().unwrap_or(&empty);
+    let placements: Vec<Placement> =
+        nodes.iter().map(|n| node_should_run_daemon_pod(n, template_spec)).collect();
+
+    let in_play: Vec<usize> = placements
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.should_run || p.should_continue_running)
+        .map(|(i, _)| i)
+        .collect();
+
+    let mut plugin_answers: HashMap<usize, Decision> = HashMap::new();
+    if let Some(policy) = &set.spec.policy {
+        let decider = decider.ok_or_else(|| PlanError::MissingPlugin(policy.plugin.clone()))?;
+        let batch: Vec<&Node> = in_play.iter().map(|&i| &nodes[i]).collect();
+        let answers = decider.decide(&set_info(set), &batch)?;
+        plugin_answers.extend(in_play.iter().copied().zip(answers));
+    }
+
+    let mut rendered_cache: HashMap<String, (Box<PodTemplateSpec>, String)> = HashMap::new();
+    let mut plans = Vec::with_capacity(nodes.len());
+    for (i, (node, placement)) in nodes.iter().zip(placements).enumerate() {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let outcome = match plugin_answers.remove(&i) {
+            _ if !placement.should_run && !placement.should_continue_running => Outcome::Skip {
+                reason: placement.reason.clone().unwrap_or_default(),
+                keep_existing: false,
+            },
+            Some(Decision::Skip(reason)) => {
+                Outcome::Skip { reason: format!("plugin: {reason}"), keep_existing: false }
+            }
+            _ if !placement.should_run => Outcome::Skip {
+                reason: placement.reason.clone().unwrap_or_default(),
+                keep_existing: true,
+            },
+            None => run_outcome(set, None, None, &mut rendered_cache)
+                .map_err(|source| PlanError::Render { node: name.clone(), source })?,
+            Some(Decision::Run(run)) => {
+                run_outcome(set, run.variant.as_deref(), run.overrides.as_ref(), &mut rendered_cache)
+                    .map_err(|source| PlanError::Render { node: name.clone(), source })?
+            }
+        };
+        plans.push(NodePlan { node: name, placement, outcome });
+    }
+    Ok(plans)
+}
+
+/// Renders (memoized for runs without per-node overrides, which is the common case).
+fn run_outcome(
+    set: &WasmDaemonSet,
+    variant: Option<&str>,
+    overrides: Option<&bindings::Overrides>,
+    cache: &mut HashMap<String, (Box<PodTemplateSpec>, String)>,
+) -> Result<Outcome, RenderError> {
+    let cache_key = variant.unwrap_or("").to_string();
+    if overrides.is_none()
+        && let Some((template, hash)) = cache.get(&cache_key)
+    {
+        return Ok(Outcome::Run {
+            variant: variant.map(str::to_string),
+            template: template.clone(),
+            hash: hash.clone(),
+        });
+    }
+
+    let variant_overlay =
+        variant.and_then(|v| set.spec.variants.iter().find(|d| d.name == v)).map(|d| &d.overlay);
+    let variant_source = format!("variant {:?}", variant.unwrap_or(""));
+    let plugin_overlay = overrides.map(render::overlay_from_plugin);
+    let mut layers = Vec::new();
+    if let Some(overlay) = variant_overlay {
+        layers.push((variant_source.as_str(), overlay));
+    }
+    if let Some(overlay) = &plugin_overlay {
+        layers.push(("plugin overrides", overlay));
+    }
+    let template = Box::new(render::render(&set.spec.template, &layers)?);
+    let hash = render::spec_hash(&template);
+    if overrides.is_none() {
+        cache.insert(cache_key, (template.clone(), hash.clone()));
+    }
+    Ok(Outcome::Run { variant: variant.map(str::to_string), template, hash })
+}
+
+/// The node a pod is on, or is pinned to while still unscheduled.
+pub fn pod_node(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    if let Some(node) = spec.node_name.as_deref() {
+        return Some(node);
+    }
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find(|r| r.key == "metadata.name" && r.operator == "In")
+        .and_then(|r| r.values.as_ref()?.first().map(String::as_str))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+/// Plans `set` over `nodes`, given the pods it owns now.
+///
+/// Pods already marked for deletion are ignored: they are on their way out.
+pub fn plan(
+    set: &WasmDaemonSet,
+    nodes: &[Node],
+    pods: &[Pod],
+    decider: Option<&mut dyn Decider>,
+) -> Result<Plan, PlanError> {
+    let decided = decide_nodes(set, nodes, decider)?;
+
+    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        if let Some(node) = pod_node(pod) {
+            by_node.entry(node).or_default().push(pod);
+        }
+    }
+    for list in by_node.values_mut() {
+        list.sort_by(|a, b| {
+            let key = |p: &Pod| (p.metadata.creation_timestamp.clone(), p.metadata.name.clone());
+            key(a).cmp(&key(b))
+        });
+    }
+
+    let mut result = Plan::default();
+    let delete = |pod: &Pod, node: &str, reason| Delete {
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        node: node.to_string(),
+        reason,
+    };
+    for node_plan in &decided {
+        let node = node_plan.node.as_str();
+        let existing = by_node.remove(node).unwrap_or_default();
+        match &node_plan.outcome {
+            Outcome::Run { variant, template, hash } => {
+                let mut live = Vec::new();
+                for pod in existing {
+                    match phase(pod) {
+                        "Succeeded" => result.delete.push(delete(pod, node, DeleteReason::Succeeded)),
+                        "Failed" => result.delete.push(delete(pod, node, DeleteReason::Failed)),
+                        _ => live.push(pod),
+                    }
+                }
+                match live.split_first() {
+                    None => result.create.push(Create {
+                        node: node.to_string(),
+                        pod: render::pod_for_node(set, template, variant.as_deref(), hash, node),
+                    }),
+                    Some((keep, extra)) => {
+                        for pod in extra {
+                            result.delete.push(delete(pod, node, DeleteReason::Duplicate));
+                        }
+                        let have = keep.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL));
+                        if have != Some(hash) {
+                            result.outdated.push(Outdated {
+                                pod: keep.metadata.name.clone().unwrap_or_default(),
+                                node: node.to_string(),
+                                want_hash: hash.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            Outcome::Skip { keep_existing: true, .. } => {
+                for pod in existing.iter().skip(1) {
+                    result.delete.push(delete(pod, node, DeleteReason::Duplicate));
+                }
+            }
+            Outcome::Skip { keep_existing: false, .. } => {
+                for pod in existing {
+                    result.delete.push(delete(pod, node, DeleteReason::NotEligible));
+                }
+            }
+        }
+    }
+    for (node, pods) in by_node {
+        for pod in pods {
+            result.delete.push(delete(pod, node, DeleteReason::NodeGone));
+        }
+    }
+    result.nodes = decided;
+    Ok(result)
+}

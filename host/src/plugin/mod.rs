@@ -1,0 +1,21 @@
+//! The sandboxed plugin runtime: WIT bindings, engine, limits and node projection.
+
+mod engine;
+mod error;
+mod output;
+mod projection;
+
+pub use engine::{Limits, LoadedPlugin, PluginEngine};
+pub use error::PluginError;
+pub use projection::Projection;
+
+/// Host-side bindings of `wit/placement.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        additional_derives: [PartialEq, Eq, Hash],
+    });
+
+    pub use wasmdaemon::placement::types::*;
+}
