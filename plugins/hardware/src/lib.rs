@@ -1,0 +1,45 @@
+//! Stock `hardware` plugin: picks a pod variant from a node's GPUs, architecture, memory and type.
+//!
+//! The decision logic lives in [`logic`] and works on the contract types directly, so the same
+//! code runs inside the WebAssembly component and natively (tests, benchmarks).
+
+pub mod config;
+pub mod logic;
+
+use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+
+pub use config::Config;
+
+/// The `hardware` plugin.
+pub struct Hardware;
+
+impl Plugin for Hardware {
+    type Config = Config;
+
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "hardware",
+            env!("CARGO_PKG_VERSION"),
+            "Chooses a variant from node hardware: GPU vendor, count and product, architecture, \
+             operating system, instance type, memory and CPU capacity. First matching rule wins.",
+        )
+        .with_interest(
+            Interest::nothing()
+                .labels(logic::LABELS.iter().copied())
+                .resources(logic::RESOURCES.iter().copied()),
+        )
+    }
+
+    fn validate(config: &Config, variants: &[String]) -> Result<(), String> {
+        config.check(variants)
+    }
+
+    fn decide(_set: &SetInfo, config: &Config, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+        Ok(logic::decide(config, nodes))
+    }
+}
+
+wasmdaemon_plugin_sdk::export_plugin!(Hardware);
+
+#[cfg(test)]
+mod tests;
