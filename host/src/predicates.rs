@@ -1635,3 +1635,271 @@ mod tests {
         assert_eq!(added.len(), 7);
     }
 }
+
+#[cfg(test)]
+mod example_node_tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Affinity, NodeAffinity};
+    use serde::Deserialize;
+
+    const CLUSTER_YAML: &str = include_str!("../../examples/nodes/cluster.yaml");
+    const EXTRA_YAML: &str = include_str!("../../examples/nodes/extra.yaml");
+    const GPU_NODE_JSON: &str = include_str!("../../examples/nodes/gpu-node.json");
+
+    const CONTROL_PLANE: &str = "ip-10-0-32-17.ec2.internal";
+    const SMALL_A: &str = "ip-10-0-45-101.ec2.internal";
+    const SMALL_B: &str = "ip-10-0-77-58.ec2.internal";
+    const ARM64: &str = "ip-10-0-96-200.ec2.internal";
+    const NVIDIA_A100: &str = "ip-10-0-101-44.ec2.internal";
+    const AMD_GPU: &str = "ip-10-0-118-9.ec2.internal";
+    const LARGE_MEMORY: &str = "ip-10-0-64-212.ec2.internal";
+    const KARPENTER_SPOT: &str = "ip-10-0-83-150.ec2.internal";
+    const NOT_READY: &str = "ip-10-0-52-33.ec2.internal";
+    const CORDONED: &str = "ip-10-0-71-140.ec2.internal";
+    const GKE_SPOT: &str = "gke-ml-prod-spot-pool-5c1e2a7d-x8qv";
+    const GKE_DEFAULT: &str = "gke-ml-prod-default-pool-8d3f0b21-k2mz";
+    const NVIDIA_A100_80G: &str = "ip-10-0-102-87.ec2.internal";
+
+    /// Every example node, read the way `kubectl apply -f` would accept each file: a `List`, a
+    /// multi-document stream, and a single JSON object.
+    fn example_nodes() -> Vec<Node> {
+        let list: serde_yaml::Value = serde_yaml::from_str(CLUSTER_YAML).expect("cluster.yaml");
+        assert_eq!(
+            list.get("kind").and_then(|kind| kind.as_str()),
+            Some("List")
+        );
+        let items = list
+            .get("items")
+            .and_then(|items| items.as_sequence())
+            .expect("items");
+        let mut nodes: Vec<Node> = items
+            .iter()
+            .map(|item| serde_yaml::from_value(item.clone()).expect("cluster.yaml item"))
+            .collect();
+        for document in serde_yaml::Deserializer::from_str(EXTRA_YAML) {
+            nodes.push(Node::deserialize(document).expect("extra.yaml document"));
+        }
+        nodes.push(serde_json::from_str(GPU_NODE_JSON).expect("gpu-node.json"));
+        nodes
+    }
+
+    fn name(node: &Node) -> &str {
+        node.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn label<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+        node.metadata.labels.as_ref()?.get(key).map(String::as_str)
+    }
+
+    fn capacity<'a>(node: &'a Node, resource: &str) -> Option<&'a str> {
+        let status = node.status.as_ref()?;
+        status
+            .capacity
+            .as_ref()?
+            .get(resource)
+            .map(|quantity| quantity.0.as_str())
+    }
+
+    fn by_name<'a>(nodes: &'a [Node], wanted: &str) -> &'a Node {
+        nodes
+            .iter()
+            .find(|node| name(node) == wanted)
+            .expect("example node present")
+    }
+
+    /// Asserts `template`'s answers on every example node; nodes not listed must be excluded
+    /// outright.
+    fn assert_answers(template: &PodSpec, expected: &[(&str, (bool, bool))], others: (bool, bool)) {
+        for node in example_nodes() {
+            let want = expected
+                .iter()
+                .find(|(wanted, _)| *wanted == name(&node))
+                .map_or(others, |e| e.1);
+            let placement = node_should_run_daemon_pod(&node, template);
+            assert_eq!(
+                (placement.should_run, placement.should_continue_running),
+                want,
+                "{}: {:?}",
+                name(&node),
+                placement.reason
+            );
+        }
+    }
+
+    #[test]
+    fn example_nodes_parse_as_kubernetes_nodes_with_their_distinguishing_features() {
+        let nodes = example_nodes();
+        let mut names: Vec<&str> = nodes.iter().map(name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 13);
+        for node in &nodes {
+            assert_eq!(label(node, "kubernetes.io/hostname"), Some(name(node)));
+            assert_eq!(label(node, "kubernetes.io/os"), Some("linux"));
+            let info = node
+                .status
+                .as_ref()
+                .and_then(|status| status.node_info.as_ref());
+            assert!(info.is_some_and(|info| {
+                info.container_runtime_version
+                    .starts_with("containerd://1.7.")
+            }));
+        }
+
+        let a100 = by_name(&nodes, NVIDIA_A100);
+        assert_eq!(capacity(a100, "nvidia.com/gpu"), Some("8"));
+        assert_eq!(
+            label(a100, "nvidia.com/gpu.product"),
+            Some("NVIDIA-A100-SXM4-40GB")
+        );
+        assert_eq!(
+            label(a100, "feature.node.kubernetes.io/pci-10de.present"),
+            Some("true")
+        );
+        assert_eq!(
+            capacity(by_name(&nodes, NVIDIA_A100_80G), "nvidia.com/gpu"),
+            Some("8")
+        );
+        assert_eq!(capacity(by_name(&nodes, AMD_GPU), "amd.com/gpu"), Some("4"));
+        assert_eq!(
+            label(by_name(&nodes, ARM64), "kubernetes.io/arch"),
+            Some("arm64")
+        );
+        let memory = capacity(by_name(&nodes, LARGE_MEMORY), "memory")
+            .and_then(|ki| ki.strip_suffix("Ki"))
+            .and_then(|ki| ki.parse::<u64>().ok());
+        assert!(
+            memory.is_some_and(|ki| ki > 1024 * 1024 * 1024),
+            "{memory:?}"
+        );
+
+        let not_ready = by_name(&nodes, NOT_READY);
+        let ready = not_ready
+            .status
+            .as_ref()
+            .and_then(|status| status.conditions.as_ref())
+            .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
+        assert_eq!(ready.map(|c| c.status.as_str()), Some("Unknown"));
+        let cordoned = by_name(&nodes, CORDONED);
+        assert_eq!(
+            cordoned.spec.as_ref().and_then(|spec| spec.unschedulable),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn a_template_without_tolerations_places_daemon_pods_as_upstream_on_the_example_nodes() {
+        // Upstream answers for a bare template (daemon_controller.go NodeShouldRunDaemonPod):
+        // - a custom or control-plane NoSchedule taint blocks new pods but keeps existing ones;
+        // - the NotReady node carries unreachable:NoSchedule and unreachable:NoExecute; only the
+        //   NoExecute form is tolerated automatically (util/daemonset_util.go), so an existing
+        //   pod survives there but no new one is created until the node is reachable again;
+        // - the cordoned node's unschedulable:NoSchedule is tolerated automatically.
+        let keep_only = (false, true);
+        let runs = (true, true);
+        assert_answers(
+            &PodSpec::default(),
+            &[
+                (CONTROL_PLANE, keep_only),
+                (SMALL_A, runs),
+                (SMALL_B, runs),
+                (ARM64, runs),
+                (NVIDIA_A100, keep_only),
+                (AMD_GPU, runs),
+                (LARGE_MEMORY, keep_only),
+                (KARPENTER_SPOT, keep_only),
+                (NOT_READY, keep_only),
+                (CORDONED, runs),
+                (GKE_SPOT, keep_only),
+                (GKE_DEFAULT, runs),
+                (NVIDIA_A100_80G, runs),
+            ],
+            (false, false),
+        );
+    }
+
+    #[test]
+    fn a_template_tolerating_every_taint_runs_on_every_example_node() {
+        // Toleration.ToleratesTaint: an empty key with Exists tolerates every taint, including
+        // unreachable:NoSchedule on the NotReady node.
+        let everything = PodSpec {
+            tolerations: Some(vec![Toleration {
+                operator: Some("Exists".to_owned()),
+                ..Toleration::default()
+            }]),
+            ..PodSpec::default()
+        };
+        assert_answers(&everything, &[], (true, true));
+    }
+
+    #[test]
+    fn gpu_feature_discovery_labels_select_only_the_eight_gpu_nodes() {
+        // nvidia.com/gpu.count Gt 4 compares integers (labels/selector.go Requirement.Matches);
+        // the A100 node's nvidia.com/gpu=present:NoSchedule taint needs its own toleration.
+        let template = PodSpec {
+            affinity: Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: vec![NodeSelectorTerm {
+                            match_expressions: Some(vec![NodeSelectorRequirement {
+                                key: "nvidia.com/gpu.count".to_owned(),
+                                operator: "Gt".to_owned(),
+                                values: Some(vec!["4".to_owned()]),
+                            }]),
+                            match_fields: None,
+                        }],
+                    }),
+                    ..NodeAffinity::default()
+                }),
+                ..Affinity::default()
+            }),
+            tolerations: Some(vec![Toleration {
+                key: Some("nvidia.com/gpu".to_owned()),
+                operator: Some("Exists".to_owned()),
+                effect: Some(EFFECT_NO_SCHEDULE.to_owned()),
+                ..Toleration::default()
+            }]),
+            ..PodSpec::default()
+        };
+        assert_answers(
+            &template,
+            &[(NVIDIA_A100, (true, true)), (NVIDIA_A100_80G, (true, true))],
+            (false, false),
+        );
+    }
+
+    #[test]
+    fn an_arch_node_selector_selects_only_the_arm64_node() {
+        let template = PodSpec {
+            node_selector: Some([("kubernetes.io/arch".to_owned(), "arm64".to_owned())].into()),
+            ..PodSpec::default()
+        };
+        assert_answers(&template, &[(ARM64, (true, true))], (false, false));
+    }
+
+    #[test]
+    fn match_fields_on_metadata_name_selects_only_that_example_node() {
+        // util/daemonset_util.go ReplaceDaemonSetPodNodeNameNodeAffinity pins daemon pods this
+        // way; nodeaffinity.go matches it against the node's name.
+        let template = PodSpec {
+            affinity: Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: vec![NodeSelectorTerm {
+                            match_expressions: None,
+                            match_fields: Some(vec![NodeSelectorRequirement {
+                                key: "metadata.name".to_owned(),
+                                operator: "In".to_owned(),
+                                values: Some(vec![CORDONED.to_owned()]),
+                            }]),
+                        }],
+                    }),
+                    ..NodeAffinity::default()
+                }),
+                ..Affinity::default()
+            }),
+            ..PodSpec::default()
+        };
+        assert_answers(&template, &[(CORDONED, (true, true))], (false, false));
+    }
+}
