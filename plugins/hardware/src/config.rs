@@ -1,8 +1,8 @@
 //! The `hardware` plugin's config: ordered rules over node hardware, and what unmatched nodes get.
 
 use serde::Deserialize;
-use wasmdaemon_plugin_sdk::config::Problems;
-use wasmdaemon_plugin_sdk::{Decision, Quantity, StringList, check_variant};
+use wasmdaemon_plugin_sdk::config::{Outcome, Problems, check_outcome, outcome_decision};
+use wasmdaemon_plugin_sdk::{Decision, Quantity, StringList};
 
 /// `spec.policy.config` of a set placed by the `hardware` plugin.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,16 +25,6 @@ pub struct Rule {
     /// Run this variant on a matching node.
     pub variant: Option<String>,
     /// Skip a matching node, with this reason.
-    pub skip: Option<String>,
-}
-
-/// What a node gets: a variant, a skip, or (neither given) the plain template.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Outcome {
-    /// Run this variant.
-    pub variant: Option<String>,
-    /// Skip the node, with this reason.
     pub skip: Option<String>,
 }
 
@@ -81,25 +71,10 @@ pub struct When {
     pub max_cpu: Option<Quantity>,
 }
 
-impl Outcome {
-    /// The decision this outcome gives a node.
-    pub fn decision(&self) -> Decision {
-        decision(self.variant.as_deref(), self.skip.as_deref())
-    }
-}
-
 impl Rule {
     /// The decision this rule gives a matching node.
     pub fn decision(&self) -> Decision {
-        decision(self.variant.as_deref(), self.skip.as_deref())
-    }
-}
-
-fn decision(variant: Option<&str>, skip: Option<&str>) -> Decision {
-    match (skip, variant) {
-        (Some(reason), _) => Decision::skip(reason),
-        (None, Some(variant)) => Decision::variant(variant),
-        (None, None) => Decision::plain(),
+        outcome_decision(self.variant.as_deref(), self.skip.as_deref())
     }
 }
 
@@ -119,32 +94,8 @@ impl Config {
             );
             check_when(&mut problems, &format!("{path}.when"), &rule.when);
         }
-        check_outcome(
-            &mut problems,
-            "default",
-            self.default.variant.as_deref(),
-            self.default.skip.as_deref(),
-            variants,
-        );
+        self.default.check(&mut problems, "default", variants);
         problems.finish()
-    }
-}
-
-fn check_outcome(
-    problems: &mut Problems,
-    path: &str,
-    variant: Option<&str>,
-    skip: Option<&str>,
-    variants: &[String],
-) {
-    if variant.is_some() && skip.is_some() {
-        problems.add(path, "give either `variant` or `skip`, not both");
-    }
-    if let Some(variant) = variant {
-        problems.check(check_variant(&format!("{path}.variant"), variant, variants));
-    }
-    if skip.is_some_and(|reason| reason.trim().is_empty()) {
-        problems.add(format!("{path}.skip"), "give a reason for skipping");
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::Decision;
 use crate::quantity::parse_quantity;
 
 /// Parses `spec.policy.config` (JSON text) into `T`.
@@ -56,6 +57,65 @@ pub fn check_variant(path: &str, variant: &str, variants: &[String]) -> Result<(
     Err(format!(
         "{path}: `{variant}` is not a variant of this set; {declared}"
     ))
+}
+
+/// What a node gets, as configs usually spell it: `{"variant": "gpu"}` runs a variant,
+/// `{"skip": "reason"}` skips the node, `{}` runs the plain template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Outcome {
+    /// Run this variant.
+    pub variant: Option<String>,
+    /// Skip the node, with this reason.
+    pub skip: Option<String>,
+}
+
+impl Outcome {
+    /// The decision this outcome gives a node.
+    pub fn decision(&self) -> Decision {
+        outcome_decision(self.variant.as_deref(), self.skip.as_deref())
+    }
+
+    /// Checks the outcome at `path`; see [`check_outcome`].
+    pub fn check(&self, problems: &mut Problems, path: &str, variants: &[String]) {
+        check_outcome(
+            problems,
+            path,
+            self.variant.as_deref(),
+            self.skip.as_deref(),
+            variants,
+        );
+    }
+}
+
+/// The decision for an outcome written as optional `variant` and `skip` fields (a skip wins;
+/// neither means the plain template).
+pub fn outcome_decision(variant: Option<&str>, skip: Option<&str>) -> Decision {
+    match (skip, variant) {
+        (Some(reason), _) => Decision::skip(reason),
+        (None, Some(variant)) => Decision::variant(variant),
+        (None, None) => Decision::plain(),
+    }
+}
+
+/// Checks an outcome written as optional `variant` and `skip` fields at `path`: not both, a
+/// declared variant, a non-empty reason.
+pub fn check_outcome(
+    problems: &mut Problems,
+    path: &str,
+    variant: Option<&str>,
+    skip: Option<&str>,
+    variants: &[String],
+) {
+    if variant.is_some() && skip.is_some() {
+        problems.add(path, "give either `variant` or `skip`, not both");
+    }
+    if let Some(variant) = variant {
+        problems.check(check_variant(&format!("{path}.variant"), variant, variants));
+    }
+    if skip.is_some_and(|reason| reason.trim().is_empty()) {
+        problems.add(format!("{path}.skip"), "give a reason for skipping");
+    }
 }
 
 /// Collects every problem found while checking a config, so one message can list them all.
