@@ -1,0 +1,26 @@
+//! Test plugin `wrong-count`: Answers one decision fewer than the batch has nodes (one for an empty batch).
+
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+
+/// Returns the wrong number of decisions.
+pub struct WrongCount;
+
+impl Plugin for WrongCount {
+    type Config = NoConfig;
+
+    fn describe() -> PluginInfo {
+        PluginInfo::new(
+            "test-wrong-count",
+            env!("CARGO_PKG_VERSION"),
+            "Miscounts decisions",
+        )
+        .with_interest(Interest::nothing())
+    }
+
+    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+        let count = if nodes.is_empty() { 1 } else { nodes.len() - 1 };
+        Ok(vec![Decision::plain(); count])
+    }
+}
+
+wasmdaemon_plugin_sdk::export_plugin!(WrongCount);
