@@ -375,6 +375,7 @@ fn term_mismatch(
     None
 }
 
+/// A requirement's values; absent and empty are the same upstream.
 fn values(requirement: &NodeSelectorRequirement) -> &[String] {
     requirement.values.as_deref().unwrap_or_default()
 }
