@@ -1,5 +1,6 @@
 //! wasmdaemon: a DaemonSet controller whose placement is decided by WebAssembly plugins.
 
+pub mod controller;
 pub mod crd;
 pub mod input;
 pub mod planner;

@@ -10,7 +10,7 @@ use kube::CustomResourceExt;
 use wasmdaemon::crd::WasmDaemonSet;
 use wasmdaemon::plugin::{Limits, PluginEngine};
 use wasmdaemon::registry::Registry;
-use wasmdaemon::{input, simulate};
+use wasmdaemon::{controller, input, simulate};
 
 /// A DaemonSet controller whose placement and per-node variants are decided by WebAssembly
 /// plugins.
@@ -49,6 +49,43 @@ enum Command {
     },
     /// Prints the WasmDaemonSet CustomResourceDefinition as YAML.
     Crd,
+    /// Runs the controller against a cluster until SIGTERM or SIGINT.
+    Run {
+        /// A kubeconfig file; without it the in-cluster or default kubeconfig is used.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Watch sets in this namespace only (default: all namespaces).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// A directory of `<name>.wasm` plugins, besides the stock ones.
+        #[arg(long)]
+        plugin_dir: Option<PathBuf>,
+        /// Wall-clock limit of one plugin call, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        plugin_deadline_ms: u64,
+        /// Memory limit of one plugin instance, in MiB.
+        #[arg(long, default_value_t = 64)]
+        plugin_memory_mib: usize,
+        /// Most sets reconciled at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: u16,
+    },
+    /// Explains why a node does or does not run a set, and with which variant.
+    Explain {
+        /// The set's name (as in the set file).
+        set_name: String,
+        /// The node's name.
+        node: String,
+        /// A node dump, as for `simulate`.
+        #[arg(long)]
+        nodes: PathBuf,
+        /// The WasmDaemonSet file.
+        #[arg(long)]
+        set: PathBuf,
+        /// A directory of `<name>.wasm` plugins, besides the stock ones.
+        #[arg(long)]
+        plugin_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -99,6 +136,97 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("failed to serialize the CRD")?;
             print!("{crd}");
         }
+        Command::Run {
+            kubeconfig,
+            namespace,
+            plugin_dir,
+            plugin_deadline_ms,
+            plugin_memory_mib,
+            concurrency,
+        } => {
+            let limits = Limits {
+                deadline: Duration::from_millis(plugin_deadline_ms),
+                memory_bytes: plugin_memory_mib.saturating_mul(1 << 20),
+                ..Limits::default()
+            };
+            let registry = Registry::new(PluginEngine::new(limits)?, plugin_dir);
+            let options = controller::Options {
+                namespace,
+                concurrency: concurrency.max(1),
+                instance: std::env::var("POD_NAME").ok(),
+                ..controller::Options::default()
+            };
+            let runtime = tokio::runtime::Runtime::new().context("failed to start the runtime")?;
+            runtime.block_on(run_controller(kubeconfig, registry, options))?;
+        }
+        Command::Explain {
+            set_name,
+            node,
+            nodes,
+            set,
+            plugin_dir,
+        } => {
+            let nodes = input::load_nodes(&nodes)?;
+            let set_file = set;
+            let set = input::load_set(&set_file)?;
+            if set.metadata.name.as_deref() != Some(set_name.as_str()) {
+                anyhow::bail!(
+                    "{} holds set {:?}, not {set_name:?}",
+                    set_file.display(),
+                    set.metadata.name.as_deref().unwrap_or_default()
+                );
+            }
+            let registry = Registry::new(PluginEngine::new(Limits::default())?, plugin_dir);
+            print!(
+                "{}",
+                controller::explain::explain(&set, &nodes, &node, &registry)?
+            );
+        }
     }
     Ok(())
+}
+
+async fn run_controller(
+    kubeconfig: Option<PathBuf>,
+    registry: Registry,
+    options: controller::Options,
+) -> anyhow::Result<()> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("failed to load kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("failed to find a cluster configuration")?,
+    };
+    let client = kube::Client::try_from(config).context("failed to build the API client")?;
+    controller::run(client, registry, options, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,131 @@
+//! What every reconcile shares: the client, the caches, the plugin registry, the plugin-call
+//! slots, the event recorder, and each set's memory between passes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, api::DynamicObject};
+use tokio::sync::Semaphore;
+
+use crate::crd::WasmDaemonSet;
+use crate::planner::PluginDecider;
+use crate::plugin::bindings::SetInfo;
+use crate::registry::Registry;
+
+use super::Options;
+use super::backoff::FailedPodBackoff;
+use super::expectations::Expectations;
+
+/// What the controller remembers about one set between passes. Only one pass of a set runs
+/// at a time, so the lock is never contended for long.
+#[derive(Default)]
+pub struct SetState {
+    /// Kept across passes so unchanged nodes are not sent to the plugin again; replaced when
+    /// the plugin's digest changes.
+    pub decider: Option<PluginDecider>,
+    /// The plugin input whose config the current decider's plugin accepted.
+    pub validated: Option<SetInfo>,
+    pub expectations: Expectations,
+    pub backoff: FailedPodBackoff,
+}
+
+/// State shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub nodes: Store<Node>,
+    pub pods: Store<Pod>,
+    pub registry: Arc<Registry>,
+    /// Bounds plugin calls (which run on blocking threads) across all sets.
+    pub plugin_slots: Arc<Semaphore>,
+    recorder: Recorder,
+    sets: Mutex<HashMap<ObjectRef<WasmDaemonSet>, Arc<tokio::sync::Mutex<SetState>>>>,
+    failures: Mutex<HashMap<ObjectRef<WasmDaemonSet>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        registry: Registry,
+        nodes: Store<Node>,
+        pods: Store<Pod>,
+        options: &Options,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "wasmdaemon".to_string(),
+            instance: options.instance.clone(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            nodes,
+            pods,
+            registry: Arc::new(registry),
+            plugin_slots: Arc::new(Semaphore::new(options.plugin_slots.max(1))),
+            sets: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The memory of `set`, created on first use.
+    pub fn state(&self, set: &ObjectRef<WasmDaemonSet>) -> Arc<tokio::sync::Mutex<SetState>> {
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        sets.entry(set.clone()).or_default().clone()
+    }
+
+    /// Drops everything remembered about a set that is gone.
+    pub fn forget(&self, set: &ObjectRef<DynamicObject>) {
+        let name = set.name.as_str();
+        let ns = set.namespace.as_deref();
+        let same =
+            |key: &ObjectRef<WasmDaemonSet>| key.name == name && key.namespace.as_deref() == ns;
+        self.sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| !same(key));
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| !same(key));
+    }
+
+    /// Counts a failed pass of `set`; returns how many failed in a row.
+    pub fn failed(&self, set: &ObjectRef<WasmDaemonSet>) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(set.clone()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// Clears the failure count of `set` after a pass that finished.
+    pub fn succeeded(&self, set: &ObjectRef<WasmDaemonSet>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(set);
+    }
+
+    /// Records an event about `set`. Losing an event is not worth failing the pass for.
+    pub async fn event(
+        &self,
+        set: &WasmDaemonSet,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &set.object_ref(&())).await {
+            tracing::debug!(%error, reason, "failed to record event");
+        }
+    }
+}

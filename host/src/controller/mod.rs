@@ -1,0 +1,157 @@
+//! The controller: watches sets, nodes and pods, and drives every set toward its plan.
+//!
+//! One [`kube::runtime::Controller`] runs [`reconcile`](reconcile::reconcile) for one set at a
+//! time and at most `concurrency` sets at once. Nodes and pods come from reflector caches
+//! shared by every set; node events that cannot change placement are dropped before they
+//! trigger anything (see [`nodes`]).
+
+mod backoff;
+mod claim;
+mod context;
+mod expectations;
+pub mod explain;
+mod nodes;
+mod plan;
+mod reconcile;
+mod rollout;
+mod status;
+mod sync;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use thiserror::Error;
+
+use crate::crd::{GROUP, WasmDaemonSet};
+use crate::registry::Registry;
+
+pub use context::Context;
+pub use status::{PLUGIN_READY, ROLLOUT_COMPLETE};
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watch sets (and their pods) in this namespace only; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Most sets reconciled at once.
+    pub concurrency: u16,
+    /// Most plugin calls running at once, each on a blocking thread.
+    pub plugin_slots: usize,
+    /// Names this controller instance in events (the pod name, in cluster).
+    pub instance: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 4,
+            plugin_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            instance: None,
+        }
+    }
+}
+
+/// A reconcile that did not finish; the set is retried with backoff.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("failed to {action} pod {pod}: {source}")]
+    Pod {
+        action: &'static str,
+        pod: String,
+        source: kube::Error,
+    },
+
+    #[error("failed to write the status: {0}")]
+    Status(#[source] kube::Error),
+
+    #[error("invalid set: {0}")]
+    InvalidSet(String),
+
+    #[error("failed to plan: {0}")]
+    Plan(String),
+
+    #[error("the node or pod cache stopped")]
+    CacheStopped,
+}
+
+/// Runs the controller until `shutdown` resolves, then lets running reconciles finish.
+pub async fn run(
+    client: Client,
+    registry: Registry,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (sets_api, pods_api): (Api<WasmDaemonSet>, Api<Pod>) = match &options.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+
+    let (nodes, node_writer) = reflector::store();
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(node_writer);
+
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = watcher(pods_api, watcher::Config::default())
+        .default_backoff()
+        .modify(|pod: &mut Pod| pod.managed_fields_mut().clear())
+        .reflect(pod_writer)
+        .touched_objects();
+
+    let ctx = Arc::new(Context::new(client, registry, nodes, pods, &options));
+    let controller = Controller::new(sets_api, watcher::Config::default());
+    let sets = controller.store();
+    controller
+        .with_config(controller::Config::default().concurrency(options.concurrency))
+        .watches_stream(pod_events, move |pod| sets_for_pod(&sets, &pod))
+        .reconcile_all_on(nodes::triggers(node_events))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|result| {
+            match result {
+                Ok((set, _)) => tracing::trace!(%set, "reconciled"),
+                Err(controller::Error::ObjectNotFound(set)) => ctx.forget(&set),
+                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+            }
+            futures::future::ready(())
+        })
+        .await;
+    tracing::info!("controller stopped");
+}
+
+/// The sets a pod event concerns: its controller when that is a set, otherwise every set of
+/// its namespace whose selector matches it (a possible adoption).
+fn sets_for_pod(
+    sets: &reflector::Store<WasmDaemonSet>,
+    pod: &Pod,
+) -> Vec<ObjectRef<WasmDaemonSet>> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = claim::controller_of(pod) {
+        let ours =
+            owner.kind == "WasmDaemonSet" && owner.api_version.split('/').next() == Some(GROUP);
+        return match ours {
+            true => vec![ObjectRef::new(&owner.name).within(&ns)],
+            false => Vec::new(),
+        };
+    }
+    sets.state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| {
+            !crate::selector::is_empty(&s.spec.selector)
+                && crate::selector::matches(&s.spec.selector, pod.metadata.labels.as_ref())
+                    .unwrap_or(false)
+        })
+        .map(|s| ObjectRef::from_obj(&**s))
+        .collect()
+}
