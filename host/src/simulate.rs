@@ -67,11 +67,21 @@ pub fn simulate(
     if let Some(policy) = &set.spec.policy {
         let plugin = registry.load(&policy.plugin, policy.digest.as_deref())?;
         let info = planner::set_info(set);
-        plugin.validate_config(&info.config, &info.variants).map_err(SimulateError::InvalidConfig)?;
+        plugin
+            .validate_config(&info.config, &info.variants)
+            .map_err(SimulateError::InvalidConfig)?;
         decider = Some(PluginDecider::new(plugin));
     }
-    let plan = planner::plan(set, nodes, &[], decider.as_mut().map(|d| d as &mut dyn Decider))?;
-    Ok(Simulation { plan, plugin: decider.map(|d| d.plugin().clone()) })
+    let plan = planner::plan(
+        set,
+        nodes,
+        &[],
+        decider.as_mut().map(|d| d as &mut dyn Decider),
+    )?;
+    Ok(Simulation {
+        plan,
+        plugin: decider.map(|d| d.plugin().clone()),
+    })
 }
 
 /// The per-node rows of a plan.
@@ -88,9 +98,12 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
                     None => "eligible".to_string(),
                 },
             },
-            Outcome::Skip { reason, .. } => {
-                Row { node: n.node.clone(), decision: "skip", variant: None, reason: reason.clone() }
-            }
+            Outcome::Skip { reason, .. } => Row {
+                node: n.node.clone(),
+                decision: "skip",
+                variant: None,
+                reason: reason.clone(),
+            },
         })
         .collect()
 }
@@ -105,7 +118,7 @@ pub fn format(simulation: &Simulation, format: Format) -> Result<String, Simulat
         Format::Yaml => {
             let mut out = String::new();
             for create in &plan.create {
-                let yaml = serde_yaml::to_string(&PodDoc::new(&create.pod))
+                let yaml = serde_yaml::to_string(&create.pod)
                     .map_err(|e| SimulateError::Output(e.to_string()))?;
                 out.push_str("---\n");
                 out.push_str(&yaml);
@@ -116,32 +129,19 @@ pub fn format(simulation: &Simulation, format: Format) -> Result<String, Simulat
     }
 }
 
-/// A pod with its apiVersion and kind, as `kubectl apply` wants it.
-#[derive(Serialize)]
-struct PodDoc<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    #[serde(flatten)]
-    pod: &'a k8s_openapi::api::core::v1::Pod,
-}
-
-impl<'a> PodDoc<'a> {
-    fn new(pod: &'a k8s_openapi::api::core::v1::Pod) -> Self {
-        Self { api_version: "v1", kind: "Pod", pod }
-    }
-}
-
 fn table(simulation: &Simulation) -> String {
     let rows = rows(&simulation.plan);
-    let width = |f: fn(&Row) -> usize, title: &str| {
-        rows.iter().map(f).max().unwrap_or(0).max(title.len())
-    };
+    let width =
+        |f: fn(&Row) -> usize, title: &str| rows.iter().map(f).max().unwrap_or(0).max(title.len());
     let node_w = width(|r| r.node.len(), "NODE");
     let variant_w = width(|r| r.variant.as_deref().map_or(1, str::len), "VARIANT");
 
     let mut out = String::new();
-    let _ = writeln!(out, "{:node_w$}  {:8}  {:variant_w$}  REASON", "NODE", "DECISION", "VARIANT");
+    let _ = writeln!(
+        out,
+        "{:node_w$}  {:8}  {:variant_w$}  REASON",
+        "NODE", "DECISION", "VARIANT"
+    );
     for row in &rows {
         let variant = row.variant.as_deref().unwrap_or("-");
         let _ = writeln!(
