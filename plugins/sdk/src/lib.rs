@@ -31,6 +31,14 @@
 //! The types are the ones `wit-bindgen` generates from `wit/placement.wit`; they are plain Rust
 //! structs and enums, so plugin logic also builds and runs natively for unit tests and benchmarks.
 //! On non-wasm targets [`export_plugin!`] expands to nothing and [`log()`] writes to stderr.
+//!
+//! Things to know:
+//!
+//! - Export one plugin per component: on wasm, a crate that invokes [`export_plugin!`] defines
+//!   the component's export symbols, so it cannot also be linked into another plugin.
+//! - Return exactly one decision per node, in order; an `Err` fails the whole batch.
+//! - A plugin sees no files, sockets, environment or clock beyond what WASI gives an empty
+//!   world; use [`log()`] to tell the operator something.
 
 // The generated bindings refer to the SDK by its crate name, also from inside this crate.
 extern crate self as wasmdaemon_plugin_sdk;
@@ -221,4 +229,97 @@ macro_rules! export_plugin {
             );
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use serde::Deserialize;
+
+    use super::*;
+
+    thread_local! {
+        static PARSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Counts how often it is parsed.
+    struct Counted(String);
+
+    impl<'de> Deserialize<'de> for Counted {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            PARSES.with(|parses| parses.set(parses.get() + 1));
+            String::deserialize(deserializer).map(Counted)
+        }
+    }
+
+    struct Echo;
+
+    impl Plugin for Echo {
+        type Config = Counted;
+
+        fn describe() -> PluginInfo {
+            PluginInfo::new("echo", "1", "runs the variant its config names")
+        }
+
+        fn validate(config: &Counted, variants: &[String]) -> Result<(), String> {
+            check_variant("config", &config.0, variants)
+        }
+
+        fn decide(_: &SetInfo, config: &Counted, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+            Ok(nodes
+                .iter()
+                .map(|_| Decision::variant(config.0.as_str()))
+                .collect())
+        }
+    }
+
+    #[test]
+    fn decide_parses_a_config_once_until_config_or_variants_change() {
+        let nodes = [Node::named("a")];
+        let set = SetInfo::new("s", r#""gpu""#, ["gpu", "arm"]);
+        PARSES.with(|parses| parses.set(0));
+        for _ in 0..3 {
+            assert_eq!(
+                decide::<Echo>(&set, &nodes),
+                Ok(vec![Decision::variant("gpu")])
+            );
+        }
+        assert_eq!(PARSES.with(Cell::get), 1);
+
+        let other = SetInfo::new("s", r#""arm""#, ["gpu", "arm"]);
+        assert_eq!(
+            decide::<Echo>(&other, &nodes),
+            Ok(vec![Decision::variant("arm")])
+        );
+        let fewer = SetInfo::new("s", r#""arm""#, ["gpu"]);
+        assert!(
+            decide::<Echo>(&fewer, &nodes)
+                .unwrap_err()
+                .contains("not a variant")
+        );
+        assert!(
+            decide::<Echo>(&fewer, &nodes).is_err(),
+            "a failed config is not cached"
+        );
+        assert_eq!(PARSES.with(Cell::get), 4);
+    }
+
+    #[test]
+    fn validate_config_reports_parse_and_check_errors() {
+        assert_eq!(
+            validate_config::<Echo>(r#""gpu""#, &["gpu".to_owned()]),
+            Ok(())
+        );
+        assert!(
+            validate_config::<Echo>("12", &[])
+                .unwrap_err()
+                .starts_with("config: ")
+        );
+        assert!(
+            validate_config::<Echo>(r#""x""#, &[])
+                .unwrap_err()
+                .contains("declares no")
+        );
+    }
 }
