@@ -111,6 +111,19 @@ async fn pass(
         wall,
     )
     .map_err(Error::InvalidSet)?;
+    for node in &planned.plan.nodes {
+        if let crate::planner::Outcome::Skip { reason, .. } = &node.outcome {
+            tracing::trace!(node = %node.node, %reason, "node skipped");
+        }
+    }
+    tracing::debug!(
+        nodes = planned.plan.nodes.len(),
+        pods = pods.len(),
+        create = changes.create.len(),
+        delete = changes.delete.len(),
+        outdated = planned.plan.outdated.len(),
+        "planned"
+    );
     let recheck_in = changes.recheck_in;
     let written = write(ctx, set, ns, &mut state.expectations, changes).await;
 
