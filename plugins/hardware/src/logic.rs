@@ -13,6 +13,7 @@ pub const LABELS: &[&str] = &[
     "nvidia.com/gpu.product",
     "nvidia.com/gpu.present",
     "amd.com/gpu.product-name",
+    GKE_ACCELERATOR_LABEL,
     "feature.node.kubernetes.io/pci-10de.present",
     "feature.node.kubernetes.io/pci-0300_10de.present",
     "feature.node.kubernetes.io/pci-0302_10de.present",
@@ -36,6 +37,7 @@ pub const RESOURCES: &[&str] = &[
 const ARCH_LABEL: &str = "kubernetes.io/arch";
 const OS_LABEL: &str = "kubernetes.io/os";
 const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+const GKE_ACCELERATOR_LABEL: &str = "cloud.google.com/gke-accelerator";
 const NVIDIA_GPU: &str = "nvidia.com/gpu";
 const AMD_GPU: &str = "amd.com/gpu";
 const INTEL_GPU_I915: &str = "gpu.intel.com/i915";
@@ -71,8 +73,8 @@ impl<'a> Hardware<'a> {
     ///
     /// A vendor's GPU count is, in order of preference: the physical count from GPU feature
     /// discovery (`nvidia.com/gpu.count`), the extended resource in capacity (else allocatable),
-    /// or one when only a presence label (product, `gpu.present`, a PCI label from node feature
-    /// discovery) shows the vendor.
+    /// or one when only a presence label (product, `gpu.present`, GKE's accelerator label, a PCI
+    /// label from node feature discovery) shows the vendor.
     pub fn of(node: &'a Node) -> Self {
         let mut hardware = Hardware::default();
         let mut counted = [None::<u32>; 3];
@@ -92,6 +94,7 @@ impl<'a> Hardware<'a> {
                     hardware.amd_product = Some(value);
                     present[AMD] = true;
                 }
+                GKE_ACCELERATOR_LABEL => present[NVIDIA] |= value.starts_with("nvidia-"),
                 "nvidia.com/gpu.present"
                 | "feature.node.kubernetes.io/pci-10de.present"
                 | "feature.node.kubernetes.io/pci-0300_10de.present"

@@ -101,6 +101,8 @@ fn gpu_counts_prefer_feature_discovery_then_capacity_then_presence_labels() {
     assert_eq!(Facts::of(&from_allocatable).gpus(GpuVendor::Amd), 3);
     let from_pci = x86().with_label("feature.node.kubernetes.io/pci-0302_10de.present", "true");
     assert_eq!(Facts::of(&from_pci).gpus(GpuVendor::Nvidia), 1);
+    let gke = x86().with_label("cloud.google.com/gke-accelerator", "nvidia-tesla-t4");
+    assert_eq!(Facts::of(&gke).gpus(GpuVendor::Nvidia), 1);
     let intel = x86().with_label("feature.node.kubernetes.io/pci-0300_8086.present", "true");
     assert_eq!(Facts::of(&intel).gpus(GpuVendor::Intel), 1);
     assert_eq!(Facts::of(&intel).gpus(GpuVendor::Any), 1);

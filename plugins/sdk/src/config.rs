@@ -17,14 +17,19 @@ pub fn parse_config<T: DeserializeOwned>(json: &str) -> Result<T, String> {
     let parsed: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
+        // The host hands over JSON it serialized itself from the set, so a line and column in
+        // that text mean nothing to the author of the set; the field path says where.
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let message = inner.to_string();
+        let data_message = message.strip_suffix(&position).unwrap_or(&message);
         if json.trim() == "null" {
-            format!(
-                "config: this plugin needs a config (spec.policy.config), but none is set: {inner}"
-            )
-        } else if path == "." || inner.is_syntax() || inner.is_eof() {
-            format!("config: {inner}")
+            "config: this plugin needs a config (spec.policy.config), but none is set".to_owned()
+        } else if inner.is_syntax() || inner.is_eof() {
+            format!("config: {message}")
+        } else if path == "." {
+            format!("config: {data_message}")
         } else {
-            format!("config: {path}: {inner}")
+            format!("config: {path}: {data_message}")
         }
     })?;
     deserializer
@@ -301,6 +306,7 @@ mod tests {
             error.starts_with("config: rules[1].minMemory: invalid quantity `12Zi`"),
             "{error}"
         );
+        assert!(!error.contains("line 1"), "{error}");
         let error = parse_config::<Outer>(r#"{"rules":[{"minMemroy":"1Gi"}]}"#).unwrap_err();
         assert!(error.contains("rules[0]"), "{error}");
         assert!(error.contains("unknown field `minMemroy`"), "{error}");
