@@ -50,6 +50,17 @@ impl Node {
         self.label(key).is_some()
     }
 
+    /// The labels whose key starts with `prefix`, as `(key, value)`.
+    pub fn labels_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.labels
+            .iter()
+            .filter(move |pair| pair.key.starts_with(prefix))
+            .map(|pair| (pair.key.as_str(), pair.value.as_str()))
+    }
+
     /// The value of an annotation.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         find(&self.annotations, key)
@@ -333,6 +344,8 @@ mod tests {
             .with_condition("Ready", "True");
         assert_eq!(node.label("a"), Some("1"));
         assert_eq!(node.label("b"), None);
+        let prefixed: Vec<_> = node.labels_with_prefix("a").collect();
+        assert_eq!(prefixed, vec![("a", "1")]);
         assert_eq!(node.capacity("memory"), Some(8_000));
         assert_eq!(node.resource("cpu"), Some(2_000));
         assert!(node.is_ready());
