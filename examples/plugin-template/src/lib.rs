@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn nodes_in_a_listed_zone_run_its_variant_and_others_are_skipped() {
-        let set = SetInfo::new("agent", CONFIG, ["zone-a"]);
+        let set = SetInfo::new("zone-probe", CONFIG, ["zone-a"]);
         let nodes = [
             Node::named("a").with_label(ZONE_LABEL, "us-east-1a"),
             Node::named("b").with_label(ZONE_LABEL, "us-east-1b"),

@@ -1,4 +1,4 @@
-//! Guest-side SDK for wasmdaemon placement plugins: generated contract types, helpers, exports.
+//! Guest-side SDK for wasmdaemon placement plugins: generated contract types, accessors, exports.
 //!
 //! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`]:
 //!
@@ -43,8 +43,8 @@
 // The generated bindings refer to the SDK by its crate name, also from inside this crate.
 extern crate self as wasmdaemon_plugin_sdk;
 
+mod accessors;
 pub mod config;
-mod helpers;
 pub mod quantity;
 
 use std::any::{Any, TypeId};
