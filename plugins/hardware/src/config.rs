@@ -159,7 +159,8 @@ fn check_when(problems: &mut Problems, path: &str, when: &When) {
     if when.gpu_vendor == Some(GpuVendor::Intel) && when.gpu_product.is_some() {
         problems.add(
             format!("{path}.gpuProduct"),
-            "Intel GPUs carry no product label the plugin reads; gpuProduct works for nvidia and amd",
+            "Intel GPUs carry no product label the plugin reads; gpuProduct works for nvidia \
+             and amd",
         );
     }
 }

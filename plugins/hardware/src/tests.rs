@@ -79,7 +79,10 @@ fn the_first_matching_rule_wins() {
 #[test]
 fn the_default_outcome_applies_when_no_rule_matches() {
     let skip = config(
-        r#"{"rules": [{"when": {"arch": "arm64"}, "variant": "arm"}], "default": {"skip": "not arm"}}"#,
+        r#"{
+            "rules": [{"when": {"arch": "arm64"}, "variant": "arm"}],
+            "default": {"skip": "not arm"}
+        }"#,
     );
     assert_eq!(logic::decide_node(&skip, &x86()), Decision::skip("not arm"));
     let large = config(r#"{"rules": [], "default": {"variant": "large"}}"#);
@@ -135,7 +138,10 @@ fn gpu_count_bounds_count_all_vendors_without_a_vendor() {
 #[test]
 fn architecture_falls_back_to_node_info_and_unknown_amounts_match_no_bound() {
     let config = config(
-        r#"{"rules": [{"when": {"arch": ["arm64"]}, "variant": "arm"}, {"when": {"maxMemory": "1Ti"}, "variant": "large"}]}"#,
+        r#"{"rules": [
+            {"when": {"arch": ["arm64"]}, "variant": "arm"},
+            {"when": {"maxMemory": "1Ti"}, "variant": "large"}
+        ]}"#,
     );
     let info = NodeInfo {
         architecture: "arm64".into(),

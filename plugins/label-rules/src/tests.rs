@@ -133,7 +133,7 @@ fn selector_and_outcome_problems_are_all_reported() {
     )
     .unwrap_err();
     let expected = [
-        "config: rules[0].selector.matchExpressions[0].values: operator In needs at least one value",
+        "config: rules[0].selector.matchExpressions[0].values: operator In needs at least one",
         "config: rules[0].selector.matchExpressions[1].values: operator Exists takes no values",
         "config: rules[0].selector.matchExpressions[2].key: `Bad_Prefix.io/x`: the prefix",
         "config: rules[1].selector.matchLabels.ok: value `not ok`: must be at most 63 characters",

@@ -1,4 +1,4 @@
-//! Test plugin `echo`: Well-behaved: runs the variant named by a node label, or skips for a label's reason.
+//! Test plugin `echo`: runs the variant a node label names; well-behaved.
 
 use serde::Deserialize;
 use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo, info};

@@ -1,4 +1,4 @@
-//! Test plugin `environment`: Reads environment variables, arguments and the clock, reporting them as each node's skip reason.
+//! Test plugin `environment`: reports the environment variables and arguments it sees.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

@@ -1,4 +1,4 @@
-//! Test plugin `filesystem`: Tries to read, list and write files and reports the results as each node's skip reason.
+//! Test plugin `filesystem`: tries to use files and reports what happened.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

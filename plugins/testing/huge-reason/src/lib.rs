@@ -1,4 +1,4 @@
-//! Test plugin `huge-reason`: Skips the first node with a 10 MiB reason and runs the others plain.
+//! Test plugin `huge-reason`: skips the first node with a 10 MiB reason.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

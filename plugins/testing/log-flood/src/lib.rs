@@ -1,4 +1,4 @@
-//! Test plugin `log-flood`: Calls the host log 100000 times with 64 KiB lines, then runs every node plain.
+//! Test plugin `log-flood`: floods the host log with 100,000 lines of 64 KiB.
 
 use wasmdaemon_plugin_sdk::{
     Decision, Interest, Level, NoConfig, Node, Plugin, PluginInfo, SetInfo, log,

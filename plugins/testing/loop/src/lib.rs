@@ -1,4 +1,4 @@
-//! Test plugin `loop`: Never returns from decide: spins until the host's fuel or epoch limit interrupts it.
+//! Test plugin `loop`: never returns, so only the host's deadline ends the call.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

@@ -1,4 +1,4 @@
-//! Test plugin `many-decisions`: Answers a million decisions whatever the batch size.
+//! Test plugin `many-decisions`: answers a million decisions for any batch.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

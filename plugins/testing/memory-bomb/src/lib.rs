@@ -1,4 +1,4 @@
-//! Test plugin `memory-bomb`: Allocates and touches memory in decide until allocation fails, which traps.
+//! Test plugin `memory-bomb`: allocates until the host refuses to grow memory.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

@@ -1,4 +1,4 @@
-//! Test plugin `network`: Tries to open sockets and reports the results as each node's skip reason.
+//! Test plugin `network`: tries to use sockets and reports what happened.
 
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 

@@ -1,4 +1,4 @@
-//! Test plugin `panic`: Panics in decide with a known message; on wasm32-wasip2 the panic traps.
+//! Test plugin `panic`: panics with a known message, which traps on wasm32-wasip2.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

@@ -1,4 +1,4 @@
-//! Test plugin `stdio`: Writes 4 MiB to stdout and to stderr on every call, then runs every node plain.
+//! Test plugin `stdio`: writes 4 MiB to each of stdout and stderr per call.
 
 use std::io::Write;
 

@@ -1,4 +1,4 @@
-//! Test plugin `unknown-variant`: Runs every node with a variant no set declares.
+//! Test plugin `unknown-variant`: runs every node with a variant no set declares.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 

@@ -1,4 +1,4 @@
-//! Test plugin `wrong-count`: Answers one decision fewer than the batch has nodes (one for an empty batch).
+//! Test plugin `wrong-count`: answers one decision fewer than the batch has nodes.
 
 use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
 
