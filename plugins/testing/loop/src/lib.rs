@@ -1,12 +1,22 @@
 //! Test plugin `loop`: never returns, so only the host's deadline ends the call.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use serde_json::Value;
+use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
 
-/// Spins forever in `decide`.
+/// Spins forever in `decide`, and in `validate-config` when the config is `"validate"`.
 pub struct Loop;
 
+/// Spins until interrupted.
+pub fn spin() -> ! {
+    let mut spins: u64 = 0;
+    loop {
+        // Opaque to the optimizer, so the loop stays a loop that does work.
+        spins = std::hint::black_box(spins.wrapping_add(1));
+    }
+}
+
 impl Plugin for Loop {
-    type Config = NoConfig;
+    type Config = Value;
 
     fn describe() -> PluginInfo {
         PluginInfo::new(
@@ -17,12 +27,15 @@ impl Plugin for Loop {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, _: &[Node]) -> Result<Vec<Decision>, String> {
-        let mut spins: u64 = 0;
-        loop {
-            // Opaque to the optimizer, so the loop stays a loop that does work.
-            spins = std::hint::black_box(spins.wrapping_add(1));
+    fn validate(config: &Value, _: &[String]) -> Result<(), String> {
+        if config.as_str() == Some("validate") {
+            spin();
         }
+        Ok(())
+    }
+
+    fn decide(_: &SetInfo, _: &Value, _: &[Node]) -> Result<Vec<Decision>, String> {
+        spin()
     }
 }
 

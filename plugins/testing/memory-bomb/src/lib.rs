@@ -1,14 +1,26 @@
 //! Test plugin `memory-bomb`: allocates until the host refuses to grow memory.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use serde_json::Value;
+use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
 
-/// Grows linear memory in `decide` until the host refuses.
+/// Grows linear memory in `decide`, and in `validate-config` when the config is `"validate"`,
+/// until the host refuses; the failed allocation aborts, which traps.
 pub struct MemoryBomb;
 
 const CHUNK: usize = 1 << 20;
 
+/// Allocates and writes 1 MiB blocks until allocation fails.
+pub fn explode() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Filled with non-zero bytes so every page is really written.
+        hoard.push(vec![0xa5; CHUNK]);
+        std::hint::black_box(&hoard);
+    }
+}
+
 impl Plugin for MemoryBomb {
-    type Config = NoConfig;
+    type Config = Value;
 
     fn describe() -> PluginInfo {
         PluginInfo::new(
@@ -19,13 +31,15 @@ impl Plugin for MemoryBomb {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, _: &[Node]) -> Result<Vec<Decision>, String> {
-        let mut hoard: Vec<Vec<u8>> = Vec::new();
-        loop {
-            // Filled with non-zero bytes so every page is really written.
-            hoard.push(vec![0xa5; CHUNK]);
-            std::hint::black_box(&hoard);
+    fn validate(config: &Value, _: &[String]) -> Result<(), String> {
+        if config.as_str() == Some("validate") {
+            explode();
         }
+        Ok(())
+    }
+
+    fn decide(_: &SetInfo, _: &Value, _: &[Node]) -> Result<Vec<Decision>, String> {
+        explode()
     }
 }
 

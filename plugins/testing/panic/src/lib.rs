@@ -1,23 +1,31 @@
 //! Test plugin `panic`: panics with a known message, which traps on wasm32-wasip2.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use serde_json::Value;
+use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
 
-/// The message the panic carries, for tests that look for it in the host's report.
-pub const MESSAGE: &str = "test-panic: deliberate panic in decide";
+/// The start of the panic message, for tests that look for it in the host's report.
+pub const MESSAGE: &str = "test-panic: deliberate panic";
 
-/// Panics in `decide`.
+/// Panics in `decide`, and in `validate-config` when the config is `"validate"`.
 pub struct Panic;
 
 impl Plugin for Panic {
-    type Config = NoConfig;
+    type Config = Value;
 
     fn describe() -> PluginInfo {
         PluginInfo::new("test-panic", env!("CARGO_PKG_VERSION"), "Panics in decide")
             .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
-        panic!("{MESSAGE} ({} nodes)", nodes.len());
+    fn validate(config: &Value, _: &[String]) -> Result<(), String> {
+        if config.as_str() == Some("validate") {
+            panic!("{MESSAGE} in validate-config");
+        }
+        Ok(())
+    }
+
+    fn decide(_: &SetInfo, _: &Value, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+        panic!("{MESSAGE} in decide ({} nodes)", nodes.len());
     }
 }
 
