@@ -37,8 +37,9 @@
 //! - Export one plugin per component: on wasm, a crate that invokes [`export_plugin!`] defines
 //!   the component's export symbols, so it cannot also be linked into another plugin.
 //! - Return exactly one decision per node, in order; an `Err` fails the whole batch.
-//! - A plugin sees no files, sockets, environment or clock beyond what WASI gives an empty
-//!   world; use [`log()`] to tell the operator something.
+//! - A plugin sees no files, sockets, environment variables or arguments; use [`log()`] to tell
+//!   the operator something.
+//! - Keep no state between calls: the host may run every call in a fresh instance.
 
 // The generated bindings refer to the SDK by its crate name, also from inside this crate.
 extern crate self as wasmdaemon_plugin_sdk;
@@ -85,8 +86,8 @@ pub mod bindings {
 /// A placement plugin.
 ///
 /// The SDK parses the set's JSON config into [`Plugin::Config`] (with error messages naming the
-/// offending field path), runs [`Plugin::validate`] on it, and keeps the parsed config between
-/// `decide` calls as long as the config text and the declared variants stay the same.
+/// offending field path), runs [`Plugin::validate`] on it, and, while an instance lives, keeps the
+/// parsed config between `decide` calls as long as the config text and the variants stay the same.
 pub trait Plugin: 'static {
     /// The parsed form of `spec.policy.config`. Use [`NoConfig`] to accept and ignore any config,
     /// or an `Option<T>` to accept a set without config (`null`).
