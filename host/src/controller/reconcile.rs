@@ -86,7 +86,7 @@ async fn pass(
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
         .collect();
     let claimed = claim::claim(set, cached.iter().map(|p| &**p)).map_err(Error::InvalidSet)?;
-    let pods = settle_claim(ctx, set, ns, claimed).await;
+    let pods = settle_claim(ctx, set, ns, claimed).await?;
     state.expectations.observe(&pods, now);
 
     let nodes: Vec<Node> = ctx.nodes.state().iter().map(|n| (**n).clone()).collect();
@@ -156,8 +156,14 @@ async fn pass(
     ))
 }
 
-/// Adopts orphans and releases strays; returns the set's pods afterwards.
-async fn settle_claim(ctx: &Context, set: &WasmDaemonSet, ns: &str, claim: Claim<'_>) -> Vec<Pod> {
+/// Adopts orphans and releases strays; returns the set's pods afterwards. A failed adoption
+/// ends the pass: planning without the orphan would put a second pod on its node.
+async fn settle_claim(
+    ctx: &Context,
+    set: &WasmDaemonSet,
+    ns: &str,
+    claim: Claim<'_>,
+) -> Result<Vec<Pod>, Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut pods: Vec<Pod> = claim.owned.into_iter().cloned().collect();
     for orphan in claim.adopt {
@@ -168,7 +174,13 @@ async fn settle_claim(ctx: &Context, set: &WasmDaemonSet, ns: &str, claim: Claim
                 tracing::info!(pod = %name, "adopted pod");
                 pods.push(adopted);
             }
-            Err(error) => tracing::warn!(pod = %name, %error, "failed to adopt pod"),
+            Err(source) => {
+                return Err(Error::Pod {
+                    action: "adopt",
+                    pod: name,
+                    source,
+                });
+            }
         }
     }
     for stray in claim.release {
@@ -176,10 +188,16 @@ async fn settle_claim(ctx: &Context, set: &WasmDaemonSet, ns: &str, claim: Claim
         let patch = Patch::Merge(claim::release_patch(set, stray));
         match api.patch(&name, &PatchParams::default(), &patch).await {
             Ok(_) => tracing::info!(pod = %name, "released pod that no longer matches"),
-            Err(error) => tracing::warn!(pod = %name, %error, "failed to release pod"),
+            Err(source) => {
+                return Err(Error::Pod {
+                    action: "release",
+                    pod: name,
+                    source,
+                });
+            }
         }
     }
-    pods
+    Ok(pods)
 }
 
 /// Leaves the set's pods alone and says why in its status and an event.
