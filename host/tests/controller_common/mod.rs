@@ -131,7 +131,9 @@ impl Env {
     /// A Ready node with these labels (node names are prefixed with the namespace).
     pub async fn add_node(&self, name: &str, labels: &[(&str, &str)], arch: &str) -> String {
         let full = format!("{}-{name}", self.ns);
-        let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let mut labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        labels.insert("kubernetes.io/arch", arch);
+        labels.insert("kubernetes.io/os", "linux");
         let node: Node = serde_json::from_value(json!({
             "metadata": {"name": full, "labels": labels},
             "status": {
