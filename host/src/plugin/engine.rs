@@ -6,6 +6,8 @@
 //! arguments or stdin, and captures stdout/stderr into bounded buffers.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, Decision, Node, PluginInfo, PluginPre, SetInfo};
+use super::cache::{CacheError, DiskCache};
 use super::error::PluginError;
 use super::output::{BoundedPipe, head, tail};
 use super::projection::Projection;
@@ -65,7 +68,10 @@ struct CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -122,6 +128,21 @@ pub struct PluginEngine {
     linker: Arc<Linker<CallState>>,
     limits: Limits,
     compiled: Arc<Mutex<HashMap<String, Arc<LoadedPlugin>>>>,
+    /// Compiled components kept across restarts, when a cache directory is configured.
+    disk: Option<Arc<DiskCache>>,
+    /// Components compiled by Cranelift (not found in memory or on disk).
+    compilations: Arc<AtomicU64>,
+}
+
+/// The step of [`PluginEngine::load_staged`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStage {
+    /// The bytes are not a component this engine can compile.
+    Compile,
+    /// The component does not link against the host or does not export the plugin world.
+    Link,
+    /// Instantiating it or calling `describe` failed, or `describe` answered badly.
+    Describe,
 }
 
 /// A compiled, described plugin version, ready to be called.
@@ -194,7 +215,30 @@ impl PluginEngine {
             linker: Arc::new(linker),
             limits,
             compiled: Arc::new(Mutex::new(HashMap::new())),
+            disk: None,
+            compilations: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Keeps compiled components in `dir` and reuses them across restarts.
+    ///
+    /// # Errors
+    ///
+    /// When `dir` cannot be created or is writable by other users.
+    pub fn with_disk_cache(mut self, dir: &Path) -> Result<Self, CacheError> {
+        self.disk = Some(Arc::new(DiskCache::open(dir, &self.engine)?));
+        Ok(self)
+    }
+
+    /// The on-disk cache of compiled components, when one is configured.
+    pub fn disk_cache(&self) -> Option<&DiskCache> {
+        self.disk.as_deref()
+    }
+
+    /// How many components this engine (and its clones) compiled with Cranelift, as opposed to
+    /// finding them in memory or on disk.
+    pub fn compilations(&self) -> u64 {
+        self.compilations.load(Ordering::Relaxed)
     }
 
     /// The limits every call runs under.
@@ -206,20 +250,38 @@ impl PluginEngine {
     ///
     /// `name` is only used in error messages; the plugin's own name comes from `describe`.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
+        self.load_staged(name, bytes).map_err(|(_, error)| error)
+    }
+
+    /// As [`load`](Self::load), telling which step failed.
+    pub fn load_staged(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedPlugin>, (LoadStage, PluginError)> {
         let digest = digest_of(bytes);
         if let Some(hit) = self.cache().get(&digest) {
             return Ok(hit.clone());
         }
 
-        let load_error = |message: String| PluginError::Load { plugin: name.to_string(), message };
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| load_error(format!("failed to compile: {e:#}")))?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| load_error(format!("failed to link: {e:#}")))?;
-        let pre = PluginPre::new(instance_pre)
-            .map_err(|e| load_error(format!("does not implement the plugin world: {e:#}")))?;
+        let load_error = |message: String| PluginError::Load {
+            plugin: name.to_string(),
+            message,
+        };
+        let component = self.compile(&digest, bytes).map_err(|e| {
+            (
+                LoadStage::Compile,
+                load_error(format!("failed to compile: {e:#}")),
+            )
+        })?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            let error = load_error(format!("failed to link: {e:#}"));
+            (LoadStage::Link, error)
+        })?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| {
+            let error = load_error(format!("does not implement the plugin world: {e:#}"));
+            (LoadStage::Link, error)
+        })?;
 
         let mut loaded = LoadedPlugin {
             pre,
@@ -242,13 +304,27 @@ impl PluginEngine {
             },
             projection: Projection::default(),
         };
-        let info = loaded.describe()?;
+        let info = loaded.describe().map_err(|e| (LoadStage::Describe, e))?;
         loaded.projection = Projection::new(&info.interest);
         loaded.info = info;
 
         let loaded = Arc::new(loaded);
         self.cache().insert(digest, loaded.clone());
         Ok(loaded)
+    }
+
+    /// The component for `digest`: from the disk cache when it holds a trustworthy copy,
+    /// otherwise compiled (and then written to the disk cache).
+    fn compile(&self, digest: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+        if let Some(component) = self.disk.as_ref().and_then(|d| d.get(&self.engine, digest)) {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        if let Some(disk) = &self.disk {
+            disk.put(digest, &component);
+        }
+        Ok(component)
     }
 
     /// Drops a compiled version from the cache.
@@ -269,7 +345,8 @@ impl LoadedPlugin {
 
     /// Checks a set's configuration; `Err(PluginError::Reported)` carries the plugin's message.
     pub fn validate_config(&self, config: &str, variants: &[String]) -> Result<(), PluginError> {
-        let answer = self.call(|plugin, store| plugin.call_validate_config(store, config, variants))?;
+        let answer =
+            self.call(|plugin, store| plugin.call_validate_config(store, config, variants))?;
         answer.map_err(|message| PluginError::Reported {
             plugin: self.info.name.clone(),
             message: head(&message, self.limits.max_string_bytes).to_string(),
@@ -301,7 +378,9 @@ impl LoadedPlugin {
         if info.name.is_empty() {
             return Err(self.malformed("describe returned an empty name".to_string()));
         }
-        if [&info.name, &info.version, &info.description].iter().any(|s| s.len() > max)
+        if [&info.name, &info.version, &info.description]
+            .iter()
+            .any(|s| s.len() > max)
             || lists.iter().any(|&n| n > self.limits.max_list_len)
         {
             return Err(self.malformed("describe returned oversized fields".to_string()));
@@ -310,7 +389,10 @@ impl LoadedPlugin {
     }
 
     fn malformed(&self, message: String) -> PluginError {
-        PluginError::Malformed { plugin: self.info.name.clone(), message }
+        PluginError::Malformed {
+            plugin: self.info.name.clone(),
+            message,
+        }
     }
 
     fn check_decisions(
@@ -332,7 +414,10 @@ impl LoadedPlugin {
             let at = |what: String| self.malformed(format!("node {}: {what}", node.name));
             match decision {
                 Decision::Skip(reason) if reason.len() > max => {
-                    return Err(at(format!("skip reason of {} bytes (limit {max})", reason.len())));
+                    return Err(at(format!(
+                        "skip reason of {} bytes (limit {max})",
+                        reason.len()
+                    )));
                 }
                 Decision::Skip(_) => {}
                 Decision::Run(run) => {
@@ -372,7 +457,10 @@ impl LoadedPlugin {
         let state = CallState {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryGuard { limit: self.limits.memory_bytes, refused: false },
+            memory: MemoryGuard {
+                limit: self.limits.memory_bytes,
+                refused: false,
+            },
             logs: Vec::new(),
             max_log_lines: self.limits.max_log_lines,
             max_string_bytes: self.limits.max_string_bytes,
@@ -413,7 +501,10 @@ impl LoadedPlugin {
                 } else {
                     format!("{trap}; stderr: {said}")
                 };
-                return PluginError::Trap { plugin: plugin_name, message };
+                return PluginError::Trap {
+                    plugin: plugin_name,
+                    message,
+                };
             }
             if state.memory.refused {
                 return PluginError::MemoryLimit {
@@ -421,7 +512,10 @@ impl LoadedPlugin {
                     limit_bytes: self.limits.memory_bytes,
                 };
             }
-            PluginError::Host { plugin: plugin_name, message: format!("{error:#}") }
+            PluginError::Host {
+                plugin: plugin_name,
+                message: format!("{error:#}"),
+            }
         })
     }
 }
@@ -432,7 +526,10 @@ fn check_overrides(
     max_list: usize,
 ) -> Result<(), String> {
     let pairs_ok = |pairs: &[bindings::KeyValue]| {
-        pairs.len() <= max_list && pairs.iter().all(|p| p.key.len() <= max && p.value.len() <= max)
+        pairs.len() <= max_list
+            && pairs
+                .iter()
+                .all(|p| p.key.len() <= max && p.value.len() <= max)
     };
     if overrides.containers.len() > max_list
         || !pairs_ok(&overrides.labels)
@@ -479,7 +576,12 @@ fn emit_output(
         }
     }
     if state.dropped_logs > 0 {
-        tracing::debug!(plugin, digest, dropped = state.dropped_logs, "plugin log lines dropped");
+        tracing::debug!(
+            plugin,
+            digest,
+            dropped = state.dropped_logs,
+            "plugin log lines dropped"
+        );
     }
     for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
         let text = pipe.text();

@@ -1,11 +1,12 @@
 //! The sandboxed plugin runtime: WIT bindings, engine, limits and node projection.
 
+pub mod cache;
 mod engine;
 mod error;
 mod output;
 mod projection;
 
-pub use engine::{Limits, LoadedPlugin, PluginEngine};
+pub use engine::{Limits, LoadStage, LoadedPlugin, PluginEngine, digest_of};
 pub use error::PluginError;
 pub use projection::Projection;
 
