@@ -48,7 +48,7 @@ impl Plugin for ZoneVariants {
         .with_interest(Interest::nothing().labels([ZONE_LABEL]))
     }
 
-    fn validate(config: &Config, variants: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Config, variants: &[String]) -> Result<(), String> {
         let mut problems = Problems::new();
         for (zone, variant) in &config.zone_variants {
             problems.check(check_variant(

@@ -30,7 +30,7 @@ impl Plugin for Hardware {
         )
     }
 
-    fn validate(config: &Config, variants: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Config, variants: &[String]) -> Result<(), String> {
         config.check(variants)
     }
 

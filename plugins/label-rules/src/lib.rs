@@ -27,7 +27,7 @@ impl Plugin for LabelRules {
         .with_interest(Interest::nothing().labels(["*"]))
     }
 
-    fn validate(config: &Config, variants: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Config, variants: &[String]) -> Result<(), String> {
         config.check(variants)
     }
 

@@ -86,7 +86,7 @@ pub mod bindings {
 /// A placement plugin.
 ///
 /// The SDK parses the set's JSON config into [`Plugin::Config`] (with error messages naming the
-/// offending field path), runs [`Plugin::validate`] on it, and, while an instance lives, keeps the
+/// offending field path), runs [`Plugin::validate_config`] on it, and, while an instance lives, keeps the
 /// parsed config between `decide` calls as long as the config text and the variants stay the same.
 pub trait Plugin: 'static {
     /// The parsed form of `spec.policy.config`. Use [`NoConfig`] to accept and ignore any config,
@@ -98,7 +98,7 @@ pub trait Plugin: 'static {
 
     /// Checks a parsed config against the variants the set declares. The default accepts any
     /// config that parses.
-    fn validate(config: &Self::Config, variants: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Self::Config, variants: &[String]) -> Result<(), String> {
         let _ = (config, variants);
         Ok(())
     }
@@ -114,7 +114,7 @@ pub trait Plugin: 'static {
 /// Parses and validates a config the way the `validate-config` export does.
 pub fn validate_config<P: Plugin>(config: &str, variants: &[String]) -> Result<(), String> {
     let parsed = parse_config::<P::Config>(config)?;
-    P::validate(&parsed, variants)
+    P::validate_config(&parsed, variants)
 }
 
 /// A parsed config, remembered together with the text and variants it came from.
@@ -144,7 +144,7 @@ pub fn decide<P: Plugin>(set: &SetInfo, nodes: &[Node]) -> Result<Vec<Decision>,
             // Drop the old entry first so a failing config is never served from the cache.
             *cache = None;
             let parsed = parse_config::<P::Config>(&set.config)?;
-            P::validate(&parsed, &set.variants)?;
+            P::validate_config(&parsed, &set.variants)?;
             *cache = Some(CachedConfig {
                 plugin: TypeId::of::<P>(),
                 text: set.config.clone(),
@@ -263,7 +263,7 @@ mod tests {
             PluginInfo::new("echo", "1", "runs the variant its config names")
         }
 
-        fn validate(config: &Counted, variants: &[String]) -> Result<(), String> {
+        fn validate_config(config: &Counted, variants: &[String]) -> Result<(), String> {
             check_variant("config", &config.0, variants)
         }
 

@@ -42,7 +42,7 @@ impl Plugin for Echo {
         .with_interest(Interest::nothing().labels([VARIANT_LABEL, SKIP_LABEL]))
     }
 
-    fn validate(config: &Self::Config, _variants: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Self::Config, _variants: &[String]) -> Result<(), String> {
         match config.as_ref().and_then(|config| config.reject.as_ref()) {
             Some(message) => Err(message.clone()),
             None => Ok(()),

@@ -27,7 +27,7 @@ impl Plugin for Loop {
         .with_interest(Interest::nothing())
     }
 
-    fn validate(config: &Value, _: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Value, _: &[String]) -> Result<(), String> {
         if config.as_str() == Some("validate") {
             spin();
         }

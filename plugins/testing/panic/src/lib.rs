@@ -17,7 +17,7 @@ impl Plugin for Panic {
             .with_interest(Interest::nothing())
     }
 
-    fn validate(config: &Value, _: &[String]) -> Result<(), String> {
+    fn validate_config(config: &Value, _: &[String]) -> Result<(), String> {
         if config.as_str() == Some("validate") {
             panic!("{MESSAGE} in validate-config");
         }
