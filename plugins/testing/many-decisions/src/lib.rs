@@ -1,15 +1,19 @@
 //! Test plugin `many-decisions`: answers a million decisions for any batch.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use serde_json::Value;
+use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
 
-/// How many decisions the plugin returns.
+/// How many decisions the plugin returns unless the config says otherwise.
 pub const DECISIONS: usize = 1_000_000;
 
 /// Floods the host with decisions.
 pub struct ManyDecisions;
 
 impl Plugin for ManyDecisions {
-    type Config = NoConfig;
+    /// Any config; `{"count": N}` answers `N` decisions instead of [`DECISIONS`]. A million plain
+    /// decisions need more than 64 MiB of guest memory; a smaller count lets the answer reach the
+    /// host's count check.
+    type Config = Value;
 
     fn describe() -> PluginInfo {
         PluginInfo::new(
@@ -20,8 +24,12 @@ impl Plugin for ManyDecisions {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, _: &[Node]) -> Result<Vec<Decision>, String> {
-        Ok(vec![Decision::skip("many"); DECISIONS])
+    fn decide(_: &SetInfo, config: &Value, _: &[Node]) -> Result<Vec<Decision>, String> {
+        let count = config.get("count").and_then(Value::as_u64);
+        let count = count.map_or(DECISIONS, |count| {
+            usize::try_from(count).unwrap_or(usize::MAX)
+        });
+        Ok(vec![Decision::plain(); count])
     }
 }
 
