@@ -2,14 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use wasmdaemon::crd::WasmDaemonSet;
+use wasmdaemon::plugin::cache::DiskCache;
 use wasmdaemon::plugin::{Limits, PluginEngine};
-use wasmdaemon::registry::Registry;
+use wasmdaemon::registry::dir::{self, DirWatch};
+use wasmdaemon::registry::{PluginStore, Registry, configmap};
 use wasmdaemon::{controller, input, simulate};
 
 /// A DaemonSet controller whose placement and per-node variants are decided by WebAssembly
@@ -46,6 +49,10 @@ enum Command {
         /// Memory limit of one plugin instance, in MiB.
         #[arg(long, default_value_t = 64)]
         plugin_memory_mib: usize,
+        /// Instead of the set's plugin, run two versions of it (component files) and print
+        /// the nodes whose decision, variant or pod changes from OLD to NEW.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        compare: Option<Vec<PathBuf>>,
     },
     /// Prints the WasmDaemonSet CustomResourceDefinition as YAML.
     Crd,
@@ -57,9 +64,21 @@ enum Command {
         /// Watch sets in this namespace only (default: all namespaces).
         #[arg(long)]
         namespace: Option<String>,
-        /// A directory of `<name>.wasm` plugins, besides the stock ones.
+        /// A directory of `<name>.wasm` plugins, besides the stock ones, watched for changes:
+        /// a changed plugin is swapped in once it compiles and accepts every set's config.
         #[arg(long)]
         plugin_dir: Option<PathBuf>,
+        /// Let a user plugin replace a stock plugin of the same name.
+        #[arg(long)]
+        allow_stock_override: bool,
+        /// Where compiled plugins are kept across restarts (default: `$XDG_CACHE_HOME/wasmdaemon`,
+        /// else `/var/cache/wasmdaemon`, else the temporary directory).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Also load plugins from ConfigMaps labelled `wasmdaemon.io/plugin` in this namespace
+        /// (default: `POD_NAMESPACE`; none when neither is set).
+        #[arg(long)]
+        plugin_namespace: Option<String>,
         /// Wall-clock limit of one plugin call, in milliseconds.
         #[arg(long, default_value_t = 100)]
         plugin_deadline_ms: u64,
@@ -116,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             plugin_deadline_ms,
             plugin_memory_mib,
+            compare,
         } => {
             let nodes = input::load_nodes(&nodes)?;
             let set_file = set;
@@ -126,6 +146,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Limits::default()
             };
             let engine = PluginEngine::new(limits)?;
+            if let Some(files) = compare {
+                let [old, new] = files.as_slice() else {
+                    anyhow::bail!("--compare takes two component files");
+                };
+                let load = |path: &PathBuf| -> anyhow::Result<_> {
+                    let bytes = std::fs::read(path)
+                        .with_context(|| format!("failed to read {}", path.display()))?;
+                    let name = path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("plugin");
+                    engine
+                        .load(name, &bytes)
+                        .with_context(|| format!("{}", path.display()))
+                };
+                if set.spec.policy.is_none() {
+                    anyhow::bail!("{} has no spec.policy to compare", set_file.display());
+                }
+                let comparison = simulate::compare(&set, &nodes, load(old)?, load(new)?)
+                    .with_context(|| format!("{}", set_file.display()))?;
+                print!("{}", simulate::format_comparison(&comparison, output)?);
+                return Ok(());
+            }
             let registry = Registry::new(engine, plugin_dir).allow_shadowing(allow_stock_override);
             let simulation = simulate::simulate(&set, &nodes, &registry)
                 .with_context(|| format!("{}", set_file.display()))?;
@@ -140,6 +183,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             kubeconfig,
             namespace,
             plugin_dir,
+            allow_stock_override,
+            cache_dir,
+            plugin_namespace,
             plugin_deadline_ms,
             plugin_memory_mib,
             concurrency,
@@ -149,7 +195,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 memory_bytes: plugin_memory_mib.saturating_mul(1 << 20),
                 ..Limits::default()
             };
-            let registry = Registry::new(PluginEngine::new(limits)?, plugin_dir);
+            let engine = with_disk_cache(PluginEngine::new(limits)?, cache_dir);
+            let store = Arc::new(PluginStore::new(engine, allow_stock_override));
+            let _dir_watch = plugin_dir
+                .map(|dir| DirWatch::start(store.clone(), dir, dir::POLL_INTERVAL))
+                .transpose()
+                .context("failed to start watching the plugin directory")?;
+            let plugin_namespace = plugin_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok());
+            let registry = Registry::live(store);
             let options = controller::Options {
                 namespace,
                 concurrency: concurrency.max(1),
@@ -157,7 +210,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..controller::Options::default()
             };
             let runtime = tokio::runtime::Runtime::new().context("failed to start the runtime")?;
-            runtime.block_on(run_controller(kubeconfig, registry, options))?;
+            runtime.block_on(run_controller(
+                kubeconfig,
+                registry,
+                plugin_namespace,
+                options,
+            ))?;
         }
         Command::Explain {
             set_name,
@@ -186,9 +244,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds the compiled-plugin disk cache; without one (an unusable directory) plugins are
+/// compiled at every start, which is slower but correct.
+fn with_disk_cache(engine: PluginEngine, dir: Option<PathBuf>) -> PluginEngine {
+    let dir = dir.unwrap_or_else(DiskCache::default_dir);
+    match engine.clone().with_disk_cache(&dir) {
+        Ok(engine) => engine,
+        Err(error) => {
+            tracing::warn!(%error, "compiled plugins will not be cached on disk");
+            engine
+        }
+    }
+}
+
 async fn run_controller(
     kubeconfig: Option<PathBuf>,
     registry: Registry,
+    plugin_namespace: Option<String>,
     options: controller::Options,
 ) -> anyhow::Result<()> {
     let config = match kubeconfig {
@@ -204,6 +276,9 @@ async fn run_controller(
             .context("failed to find a cluster configuration")?,
     };
     let client = kube::Client::try_from(config).context("failed to build the API client")?;
+    if let (Some(store), Some(namespace)) = (registry.store(), plugin_namespace) {
+        tokio::spawn(configmap::watch(store.clone(), client.clone(), namespace));
+    }
     controller::run(client, registry, options, shutdown_signal()).await;
     Ok(())
 }

@@ -12,7 +12,8 @@ async fn a_settled_set_causes_zero_writes_while_nodes_heartbeat() {
     let env = Env::start("at-rest").await;
     let a = env.add_node("a", &[], "amd64").await;
     let b = env.add_node("b", &[], "amd64").await;
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
     let controller = env.start_controller(None);
     wait_for("the set to report two available pods", WAIT, || async {
         let status = env.sets().get("agent").await.ok()?.status?;
@@ -48,6 +49,9 @@ async fn a_settled_set_causes_zero_writes_while_nodes_heartbeat() {
     // A quiet period long enough for any reconcile they triggered to have written.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes = cluster.resource_version() - after_heartbeats;
-    assert_eq!(writes, 0, "the controller wrote {writes} times while nothing changed");
+    assert_eq!(
+        writes, 0,
+        "the controller wrote {writes} times while nothing changed"
+    );
     controller.stop().await;
 }

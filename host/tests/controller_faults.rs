@@ -11,10 +11,13 @@ use wasmdaemon_testcluster::{Fault, RequestMatch};
 async fn cut_watches_and_expired_history_still_converge() {
     let env = Env::start("watch-cut").await;
     env.add_node("a", &[], "amd64").await;
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
-    let controller = env.start_controller(None);
-    wait_for("a pod", WAIT, || async { (env.pods_of("agent").await.len() == 1).then_some(()) })
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
         .await;
+    let controller = env.start_controller(None);
+    wait_for("a pod", WAIT, || async {
+        (env.pods_of("agent").await.len() == 1).then_some(())
+    })
+    .await;
     let Some(cluster) = env.cluster() else {
         println!("external cluster: cannot cut watches; skipped");
         return;
@@ -55,13 +58,18 @@ async fn conflicts_and_server_errors_on_writes_still_converge() {
         .resource("wasmdaemonsets/status");
     cluster.fail_requests(status, 1, 2, Fault::Conflict);
 
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
     let controller = env.start_controller(None);
     let b = env.add_node("b", &[], "amd64").await;
-    wait_for("a pod on every node despite failed writes", WAIT, || async {
-        let pods = env.pods_of("agent").await;
-        (pods.len() == 2 && pods.contains_key(&b)).then_some(())
-    })
+    wait_for(
+        "a pod on every node despite failed writes",
+        WAIT,
+        || async {
+            let pods = env.pods_of("agent").await;
+            (pods.len() == 2 && pods.contains_key(&b)).then_some(())
+        },
+    )
     .await;
     wait_for("the status to be written", WAIT, || async {
         let status = env.sets().get("agent").await.ok()?.status?;

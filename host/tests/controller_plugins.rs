@@ -46,8 +46,15 @@ async fn the_hardware_plugin_gives_arm_nodes_their_variant() {
         (status.variants.values().sum::<i32>() == 2).then_some(status)
     })
     .await;
-    assert_eq!(status.variants, BTreeMap::from([("".into(), 1), ("arm".into(), 1)]));
-    assert!(status.plugin.is_some_and(|p| p.starts_with("hardware@sha256:")));
+    assert_eq!(
+        status.variants,
+        BTreeMap::from([("".into(), 1), ("arm".into(), 1)])
+    );
+    assert!(
+        status
+            .plugin
+            .is_some_and(|p| p.starts_with("hardware@sha256:"))
+    );
     controller.stop().await;
 }
 
@@ -63,8 +70,10 @@ async fn a_trapping_plugin_leaves_pods_alone_and_other_sets_carry_on() {
     let env = Env::start("plugin-failure").await;
     let a = env.add_node("a", &[], "amd64").await;
     env.add_node("b", &[], "amd64").await;
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
-    env.create_set(&env.set("other", "", "other:1", json!({}))).await;
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
+    env.create_set(&env.set("other", "", "other:1", json!({})))
+        .await;
     let controller = env.start_controller(Some(plugins.path().to_path_buf()));
     let before = wait_for("two pods of the set", WAIT, || async {
         let pods = env.pods_of("agent").await;
@@ -73,7 +82,8 @@ async fn a_trapping_plugin_leaves_pods_alone_and_other_sets_carry_on() {
     })
     .await;
 
-    env.patch_set("agent", json!({"policy": {"plugin": "boom"}})).await;
+    env.patch_set("agent", json!({"policy": {"plugin": "boom"}}))
+        .await;
     let condition = wait_for("PluginReady=False", WAIT, || async {
         let status = env.sets().get("agent").await.ok()?.status?;
         status
@@ -99,8 +109,15 @@ async fn a_trapping_plugin_leaves_pods_alone_and_other_sets_carry_on() {
     })
     .await;
     let after = env.pods_of("agent").await;
-    let names: Vec<String> = after.values().flatten().map(ResourceExt::name_any).collect();
-    assert_eq!(names, before, "the failing set's pods were left exactly as they were");
+    let names: Vec<String> = after
+        .values()
+        .flatten()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(
+        names, before,
+        "the failing set's pods were left exactly as they were"
+    );
     assert!(after.contains_key(&a) && !after.contains_key(&c));
     controller.stop().await;
 }

@@ -21,7 +21,8 @@ async fn a_failed_pod_is_replaced_with_backoff_and_an_event() {
     let env = Env::start("failed-backoff").await;
     let node = env.add_node("a", &[], "amd64").await;
     env.set_fate(|_| Fate::Failed);
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
     let controller = env.start_controller(None);
 
     let seen = &std::sync::Mutex::new(BTreeSet::new());
@@ -46,15 +47,22 @@ async fn a_failed_pod_is_replaced_with_backoff_and_an_event() {
     })
     .await;
     // With 1 s, 2 s, 4 s ... between replacements, a handful of seconds sees only a few pods.
-    assert!(seen.len() <= 5, "pods were replaced without backoff: {seen:?}");
+    assert!(
+        seen.len() <= 5,
+        "pods were replaced without backoff: {seen:?}"
+    );
 
     env.set_fate(|_| Fate::Ready);
-    wait_for("a healthy pod once the node stops failing them", WAIT, || async {
-        let pods = env.pods_of("agent").await;
-        pods.get(&node)
-            .is_some_and(|l| l.len() == 1 && controller_common::is_ready(&l[0]))
-            .then_some(())
-    })
+    wait_for(
+        "a healthy pod once the node stops failing them",
+        WAIT,
+        || async {
+            let pods = env.pods_of("agent").await;
+            pods.get(&node)
+                .is_some_and(|l| l.len() == 1 && controller_common::is_ready(&l[0]))
+                .then_some(())
+        },
+    )
     .await;
     controller.stop().await;
 }
@@ -64,7 +72,8 @@ async fn a_succeeded_pod_is_replaced() {
     let env = Env::start("succeeded").await;
     let node = env.add_node("a", &[], "amd64").await;
     env.set_fate(|_| Fate::Succeeded);
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
     let controller = env.start_controller(None);
     let first = wait_for("a pod that ran to completion", WAIT, || async {
         let pods = env.pods_of("agent").await;
@@ -87,10 +96,16 @@ async fn a_succeeded_pod_is_replaced() {
 async fn a_duplicate_pod_is_pruned_and_the_oldest_kept() {
     let env = Env::start("duplicate").await;
     let node = env.add_node("a", &[], "amd64").await;
-    let set = env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
+    let set = env
+        .create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
     let controller = env.start_controller(None);
     let original = wait_for("the first pod", WAIT, || async {
-        env.pods_of("agent").await.get(&node)?.first().map(ResourceExt::name_any)
+        env.pods_of("agent")
+            .await
+            .get(&node)?
+            .first()
+            .map(ResourceExt::name_any)
     })
     .await;
 
@@ -139,18 +154,34 @@ async fn an_orphan_matching_the_selector_is_adopted_instead_of_duplicated() {
         .create(&PostParams::default(), &orphan)
         .await
         .expect("orphan is created");
-    let set = env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
+    let set = env
+        .create_set(&env.set("agent", "", "agent:1", json!({})))
+        .await;
     let controller = env.start_controller(None);
 
     let adopted = wait_for("the orphan to be adopted", WAIT, || async {
         let pod = env.pods_api().get("orphan").await.ok()?;
-        let owner = pod.owner_references().iter().find(|r| r.controller == Some(true))?;
+        let owner = pod
+            .owner_references()
+            .iter()
+            .find(|r| r.controller == Some(true))?;
         (Some(owner.uid.as_str()) == set.uid().as_deref()).then_some(pod)
     })
     .await;
     assert_eq!(pod_node(&adopted), Some(node.as_str()));
-    let all = env.pods_api().list(&ListParams::default()).await.expect("pods");
-    let on_node = all.items.iter().filter(|p| pod_node(p) == Some(node.as_str())).count();
-    assert_eq!(on_node, 1, "the adopted pod counts; no second pod is created");
+    let all = env
+        .pods_api()
+        .list(&ListParams::default())
+        .await
+        .expect("pods");
+    let on_node = all
+        .items
+        .iter()
+        .filter(|p| pod_node(p) == Some(node.as_str()))
+        .count();
+    assert_eq!(
+        on_node, 1,
+        "the adopted pod counts; no second pod is created"
+    );
     controller.stop().await;
 }

@@ -25,9 +25,8 @@ fn image(pod: &Pod) -> &str {
 async fn all_run(env: &Env, set: &str, nodes: &[String], want: &str) -> Option<()> {
     let pods = env.pods_of(set).await;
     let done = nodes.iter().all(|n| {
-        pods.get(n).is_some_and(|list| {
-            list.len() == 1 && image(&list[0]) == want && is_ready(&list[0])
-        })
+        pods.get(n)
+            .is_some_and(|list| list.len() == 1 && image(&list[0]) == want && is_ready(&list[0]))
     });
     done.then_some(())
 }
@@ -69,7 +68,11 @@ fn watch_budget(
             }
             let unavailable = nodes
                 .iter()
-                .filter(|n| !by_node.get(*n).is_some_and(|l| l.iter().any(|p| is_ready(p))))
+                .filter(|n| {
+                    !by_node
+                        .get(*n)
+                        .is_some_and(|l| l.iter().any(|p| is_ready(p)))
+                })
                 .count();
             let total: usize = by_node.values().map(Vec::len).sum();
             if unavailable > max_unavailable || total > nodes.len() + max_surge {
@@ -92,11 +95,12 @@ async fn roll(strategy: serde_json::Value, max_unavailable: usize, max_surge: us
     let set = env.set("agent", "", "agent:1", json!({"updateStrategy": strategy}));
     env.create_set(&set).await;
     let controller = env.start_controller(None);
-    wait_for("every node to run a ready agent:1", WAIT, || all_run(&env, "agent", &nodes, "agent:1"))
-        .await;
+    wait_for("every node to run a ready agent:1", WAIT, || {
+        all_run(&env, "agent", &nodes, "agent:1")
+    })
+    .await;
 
-    let (violations, watch, synced) =
-        watch_budget(&env, nodes.clone(), max_unavailable, max_surge);
+    let (violations, watch, synced) = watch_budget(&env, nodes.clone(), max_unavailable, max_surge);
     tokio::time::timeout(WAIT, synced.wait_until_ready())
         .await
         .expect("the pod watch syncs in time")
@@ -106,8 +110,10 @@ async fn roll(strategy: serde_json::Value, max_unavailable: usize, max_surge: us
                  "terminationGracePeriodSeconds": 0}});
     env.patch_set("agent", json!({"template": template})).await;
     let start = std::time::Instant::now();
-    wait_for("every node to run a ready agent:2", WAIT, || all_run(&env, "agent", &nodes, "agent:2"))
-        .await;
+    wait_for("every node to run a ready agent:2", WAIT, || {
+        all_run(&env, "agent", &nodes, "agent:2")
+    })
+    .await;
     println!("rolled 4 nodes in {:?}", start.elapsed());
     watch.abort();
     let violations = violations.lock().map(|v| v.clone()).unwrap_or_default();
@@ -134,23 +140,43 @@ async fn on_delete_replaces_only_the_pods_a_user_deletes() {
     let a = env.add_node("a", &[], "amd64").await;
     let b = env.add_node("b", &[], "amd64").await;
     let nodes = [a.clone(), b.clone()];
-    let set = env.set("agent", "", "agent:1", json!({"updateStrategy": {"type": "OnDelete"}}));
+    let set = env.set(
+        "agent",
+        "",
+        "agent:1",
+        json!({"updateStrategy": {"type": "OnDelete"}}),
+    );
     env.create_set(&set).await;
     let controller = env.start_controller(None);
-    wait_for("both nodes to run agent:1", WAIT, || all_run(&env, "agent", &nodes, "agent:1")).await;
+    wait_for("both nodes to run agent:1", WAIT, || {
+        all_run(&env, "agent", &nodes, "agent:1")
+    })
+    .await;
 
     let template = json!({"metadata": {"labels": {"app": "agent"}},
         "spec": {"containers": [{"name": "main", "image": "agent:2"}]}});
     env.patch_set("agent", json!({"template": template})).await;
-    let generation = env.sets().get("agent").await.ok().and_then(|s| s.metadata.generation);
-    wait_for("the controller to observe the new template", WAIT, || async {
-        let set = env.sets().get("agent").await.ok()?;
-        let observed = set.status?.observed_generation;
-        (observed == generation).then_some(())
-    })
+    let generation = env
+        .sets()
+        .get("agent")
+        .await
+        .ok()
+        .and_then(|s| s.metadata.generation);
+    wait_for(
+        "the controller to observe the new template",
+        WAIT,
+        || async {
+            let set = env.sets().get("agent").await.ok()?;
+            let observed = set.status?.observed_generation;
+            (observed == generation).then_some(())
+        },
+    )
     .await;
     let pods = env.pods_of("agent").await;
-    assert!(pods.values().flatten().all(|p| image(p) == "agent:1"), "no pod was replaced yet");
+    assert!(
+        pods.values().flatten().all(|p| image(p) == "agent:1"),
+        "no pod was replaced yet"
+    );
 
     let victim = pods[&a][0].metadata.name.clone().unwrap_or_default();
     env.pods_api()
@@ -159,8 +185,12 @@ async fn on_delete_replaces_only_the_pods_a_user_deletes() {
         .expect("pod is deleted");
     wait_for("the deleted pod to come back as agent:2", WAIT, || async {
         let pods = env.pods_of("agent").await;
-        let a_new = pods.get(&a).is_some_and(|l| l.len() == 1 && image(&l[0]) == "agent:2");
-        let b_old = pods.get(&b).is_some_and(|l| l.len() == 1 && image(&l[0]) == "agent:1");
+        let a_new = pods
+            .get(&a)
+            .is_some_and(|l| l.len() == 1 && image(&l[0]) == "agent:2");
+        let b_old = pods
+            .get(&b)
+            .is_some_and(|l| l.len() == 1 && image(&l[0]) == "agent:1");
         (a_new && b_old).then_some(())
     })
     .await;

@@ -12,10 +12,13 @@ async fn deleting_a_set_removes_its_pods() {
     let env = Env::start("delete-set").await;
     env.add_node("a", &[], "amd64").await;
     env.add_node("b", &[], "amd64").await;
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
-    let controller = env.start_controller(None);
-    wait_for("two pods", WAIT, || async { (env.pods_of("agent").await.len() == 2).then_some(()) })
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
         .await;
+    let controller = env.start_controller(None);
+    wait_for("two pods", WAIT, || async {
+        (env.pods_of("agent").await.len() == 2).then_some(())
+    })
+    .await;
 
     env.sets()
         .delete("agent", &DeleteParams::background())
@@ -32,17 +35,25 @@ async fn deleting_a_set_removes_its_pods() {
 async fn deleting_a_set_with_orphan_propagation_leaves_its_pods() {
     let env = Env::start("orphan-set").await;
     env.add_node("a", &[], "amd64").await;
-    env.create_set(&env.set("agent", "", "agent:1", json!({}))).await;
-    let controller = env.start_controller(None);
-    wait_for("a pod", WAIT, || async { (env.pods_of("agent").await.len() == 1).then_some(()) })
+    env.create_set(&env.set("agent", "", "agent:1", json!({})))
         .await;
+    let controller = env.start_controller(None);
+    wait_for("a pod", WAIT, || async {
+        (env.pods_of("agent").await.len() == 1).then_some(())
+    })
+    .await;
 
     env.sets()
         .delete("agent", &DeleteParams::orphan())
         .await
         .expect("set is deleted");
     wait_for("the set to be gone", WAIT, || async {
-        env.sets().get_opt("agent").await.ok()?.is_none().then_some(())
+        env.sets()
+            .get_opt("agent")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
     wait_for("the pod to lose its owner", WAIT, || async {

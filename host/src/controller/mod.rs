@@ -20,7 +20,7 @@ mod sync;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -33,6 +33,11 @@ use crate::registry::Registry;
 
 pub use context::Context;
 pub use status::{PLUGIN_READY, ROLLOUT_COMPLETE};
+
+/// How long running reconciles may take to finish once shutdown is requested. A pass that
+/// is cut short leaves nothing half-done that the next host would not redo: its writes are
+/// each atomic, and the next host rebuilds its state from the cluster.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -108,14 +113,15 @@ pub async fn run(
         .reflect(pod_writer)
         .touched_objects();
 
+    let shutdown = shutdown.shared();
     let ctx = Arc::new(Context::new(client, registry, nodes, pods, &options));
     let controller = Controller::new(sets_api, watcher::Config::default());
     let sets = controller.store();
-    controller
+    let drained = controller
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .watches_stream(pod_events, move |pod| sets_for_pod(&sets, &pod))
         .reconcile_all_on(nodes::triggers(node_events))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| {
             match result {
@@ -124,9 +130,16 @@ pub async fn run(
                 Err(error) => tracing::debug!(%error, "reconcile did not finish"),
             }
             futures::future::ready(())
-        })
-        .await;
-    tracing::info!("controller stopped");
+        });
+    let deadline = async {
+        shutdown.await;
+        tokio::time::sleep(DRAIN_LIMIT).await;
+    };
+    tokio::select! {
+        () = drained => tracing::info!("controller stopped"),
+        () = deadline => tracing::warn!(limit = ?DRAIN_LIMIT,
+            "running reconciles did not finish after shutdown was requested; stopping anyway"),
+    }
 }
 
 /// The sets a pod event concerns: its controller when that is a set, otherwise every set of
