@@ -164,3 +164,203 @@ fn table(simulation: &Simulation) -> String {
     out.push('\n');
     out
 }
+
+/// How one node's outcome changes between two plugin versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Change {
+    /// Skipped before, runs after.
+    Start,
+    /// Ran before, skipped after.
+    Stop,
+    /// Runs both times, with another variant.
+    Variant,
+    /// Runs both times with the same variant, but the rendered pod differs (plugin overrides).
+    Pod,
+}
+
+/// One node whose outcome changes, in the shape `--compare --output json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedNode {
+    pub node: String,
+    pub change: Change,
+    pub before: Row,
+    pub after: Row,
+}
+
+/// Counts of a comparison.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CompareSummary {
+    pub nodes: usize,
+    pub unchanged: usize,
+    pub start: usize,
+    pub stop: usize,
+    pub variant: usize,
+    pub pod: usize,
+}
+
+/// Which plugin version a side of a comparison ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+}
+
+/// What swapping the set's plugin from one version to another would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Comparison {
+    pub old: VersionInfo,
+    pub new: VersionInfo,
+    pub changes: Vec<ChangedNode>,
+    pub summary: CompareSummary,
+}
+
+/// Plans `set` over `nodes` once with each plugin version and lists the nodes whose decision,
+/// variant or rendered pod differs. Each version must accept the set's config.
+pub fn compare(
+    set: &WasmDaemonSet,
+    nodes: &[Node],
+    old: Arc<LoadedPlugin>,
+    new: Arc<LoadedPlugin>,
+) -> Result<Comparison, SimulateError> {
+    let info = planner::set_info(set);
+    let mut plans = Vec::with_capacity(2);
+    for plugin in [&old, &new] {
+        plugin
+            .validate_config(&info.config, &info.variants)
+            .map_err(SimulateError::InvalidConfig)?;
+        let mut decider = PluginDecider::new(plugin.clone());
+        plans.push(planner::plan(set, nodes, &[], Some(&mut decider))?);
+    }
+
+    let (before, after) = (&plans[0], &plans[1]);
+    let mut summary = CompareSummary {
+        nodes: after.nodes.len(),
+        ..CompareSummary::default()
+    };
+    let mut changes = Vec::new();
+    for ((b, a), (row_b, row_a)) in before
+        .nodes
+        .iter()
+        .zip(&after.nodes)
+        .zip(rows(before).into_iter().zip(rows(after)))
+    {
+        let change = match (&b.outcome, &a.outcome) {
+            (Outcome::Skip { .. }, Outcome::Run { .. }) => Some(Change::Start),
+            (Outcome::Run { .. }, Outcome::Skip { .. }) => Some(Change::Stop),
+            (Outcome::Run { variant: vb, .. }, Outcome::Run { variant: va, .. }) if vb != va => {
+                Some(Change::Variant)
+            }
+            (Outcome::Run { hash: hb, .. }, Outcome::Run { hash: ha, .. }) if hb != ha => {
+                Some(Change::Pod)
+            }
+            _ => None,
+        };
+        match change {
+            None => summary.unchanged += 1,
+            Some(change) => {
+                *match change {
+                    Change::Start => &mut summary.start,
+                    Change::Stop => &mut summary.stop,
+                    Change::Variant => &mut summary.variant,
+                    Change::Pod => &mut summary.pod,
+                } += 1;
+                changes.push(ChangedNode {
+                    node: a.node.clone(),
+                    change,
+                    before: row_b,
+                    after: row_a,
+                });
+            }
+        }
+    }
+
+    let version = |p: &LoadedPlugin| VersionInfo {
+        name: p.info.name.clone(),
+        version: p.info.version.clone(),
+        digest: p.digest.clone(),
+    };
+    Ok(Comparison {
+        old: version(&old),
+        new: version(&new),
+        changes,
+        summary,
+    })
+}
+
+/// Prints a comparison as a table of changed nodes and a summary, or as JSON.
+pub fn format_comparison(comparison: &Comparison, format: Format) -> Result<String, SimulateError> {
+    if format != Format::Table {
+        return serde_json::to_string_pretty(comparison)
+            .map(|s| s + "\n")
+            .map_err(|e| SimulateError::Output(e.to_string()));
+    }
+    let outcome = |r: &Row| match &r.variant {
+        Some(v) => format!("run:{v}"),
+        None => r.decision.to_string(),
+    };
+    let changes = &comparison.changes;
+    let node_w = changes
+        .iter()
+        .map(|c| c.node.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let before_w = changes
+        .iter()
+        .map(|c| outcome(&c.before).len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let after_w = changes
+        .iter()
+        .map(|c| outcome(&c.after).len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+
+    let mut out = String::new();
+    let short = |d: &str| d[..d.len().min(19)].to_string();
+    let _ = writeln!(
+        out,
+        "comparing {} {} {} -> {} {} {}\n",
+        comparison.old.name,
+        comparison.old.version,
+        short(&comparison.old.digest),
+        comparison.new.name,
+        comparison.new.version,
+        short(&comparison.new.digest)
+    );
+    let _ = writeln!(
+        out,
+        "{:node_w$}  {:before_w$}  {:after_w$}  CHANGE",
+        "NODE", "BEFORE", "AFTER"
+    );
+    for c in changes {
+        let change = serde_json::to_value(c.change)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:node_w$}  {:before_w$}  {:after_w$}  {change}",
+            c.node,
+            outcome(&c.before),
+            outcome(&c.after)
+        );
+    }
+    let s = &comparison.summary;
+    let _ = writeln!(
+        out,
+        "\n{} of {} nodes change: {} start, {} stop, {} change variant, {} change pod; {} unchanged",
+        s.nodes - s.unchanged,
+        s.nodes,
+        s.start,
+        s.stop,
+        s.variant,
+        s.pod,
+        s.unchanged
+    );
+    Ok(out)
+}
