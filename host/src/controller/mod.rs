@@ -117,10 +117,12 @@ pub async fn run(
     let ctx = Arc::new(Context::new(client, registry, nodes, pods, &options));
     let controller = Controller::new(sets_api, watcher::Config::default());
     let sets = controller.store();
+    let plugin_changes = crate::registry::sets::replan_triggers(&ctx.registry, sets.clone());
     let drained = controller
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .watches_stream(pod_events, move |pod| sets_for_pod(&sets, &pod))
         .reconcile_all_on(nodes::triggers(node_events))
+        .reconcile_on(plugin_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| {

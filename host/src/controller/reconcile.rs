@@ -137,11 +137,14 @@ async fn pass(
     observed.plugin = planned.plugin.clone();
     let mut conditions = vec![status::rollout_condition(&observed)];
     if let Some(plugin) = &planned.plugin {
+        let name = set.spec.policy.as_ref().map_or("", |p| p.plugin.as_str());
+        let (reason, message) = crate::registry::sets::notice(&ctx.registry, name)
+            .unwrap_or(("PluginAnswered", format!("plugin {plugin} answered")));
         conditions.push(status::condition(
             PLUGIN_READY,
             "True",
-            "PluginAnswered",
-            format!("plugin {plugin} answered"),
+            reason,
+            message,
             set.metadata.generation,
         ));
     }

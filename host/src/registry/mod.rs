@@ -3,6 +3,7 @@
 
 pub mod configmap;
 pub mod dir;
+pub mod sets;
 mod store;
 
 pub use store::{
