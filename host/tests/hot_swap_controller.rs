@@ -1,0 +1,129 @@
+//! The controller with a live plugin store: a swapped plugin re-plans the sets using it and
+//! their pods roll to the new decisions; a refused version leaves them running and says so.
+
+mod controller_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use controller_common::{Env, WAIT, wait_for};
+use kube::ResourceExt;
+use serde_json::json;
+use wasmdaemon::controller::{self, Options, PLUGIN_READY};
+use wasmdaemon::plugin::{Limits, PluginEngine, digest_of};
+use wasmdaemon::registry::dir::DirWatch;
+use wasmdaemon::registry::{PluginStore, Registry};
+use wasmdaemon::render::VARIANT_LABEL;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_plugin_rolls_the_pods_of_the_sets_that_use_it() {
+    let plugins = tempfile::tempdir().expect("plugin dir");
+    let path = plugins.path().join("probe.wasm");
+    let echo = std::fs::read(env!("WASMDAEMON_TEST_PLUGIN_ECHO")).expect("echo plugin");
+    let stdio = std::fs::read(env!("WASMDAEMON_TEST_PLUGIN_STDIO")).expect("stdio plugin");
+    std::fs::write(&path, &echo).expect("plugin written");
+
+    let env = Env::start("hot-swap").await;
+    let big = env
+        .add_node("big", &[("wasmdaemon.test/variant", "big")], "amd64")
+        .await;
+    let plain = env.add_node("plain", &[], "amd64").await;
+    let set = env.set(
+        "agent",
+        "",
+        "agent:1",
+        json!({
+            "variants": [{"name": "big", "overlay": {
+                "containers": [{"name": "main", "image": "agent-big:1"}]}}],
+            "policy": {"plugin": "probe"}
+        }),
+    );
+    env.create_set(&set).await;
+
+    let limits = Limits {
+        deadline: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let store = Arc::new(PluginStore::new(
+        PluginEngine::new(limits).expect("engine"),
+        false,
+    ));
+    let watch = DirWatch::start(
+        store.clone(),
+        plugins.path().to_path_buf(),
+        Duration::from_millis(50),
+    )
+    .expect("directory watch");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = env.client.clone();
+    let options = Options {
+        namespace: Some(env.ns.clone()),
+        ..Options::default()
+    };
+    let controller = tokio::spawn(controller::run(
+        client,
+        Registry::live(store.clone()),
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let variant_on = |node: String| {
+        let env = &env;
+        async move {
+            let pods = env.pods_of("agent").await;
+            let pod = pods.get(&node)?.first()?;
+            Some(pod.labels().get(VARIANT_LABEL).cloned().unwrap_or_default())
+        }
+    };
+    let first = wait_for("the big node runs the big variant", WAIT, || async {
+        variant_on(big.clone())
+            .await
+            .filter(|v| v == "big")
+            .and(variant_on(plain.clone()).await)
+    })
+    .await;
+    assert_eq!(first, "");
+
+    std::fs::write(&path, &stdio).expect("plugin swapped");
+    wait_for(
+        "the big node's pod rolls to the plain template",
+        WAIT,
+        || async { variant_on(big.clone()).await.filter(|v| v.is_empty()) },
+    )
+    .await;
+    let want = format!("probe@{}", digest_of(&stdio));
+    wait_for("the status names the new digest", WAIT, || async {
+        let status = env.sets().get("agent").await.ok()?.status?;
+        (status.plugin.as_deref() == Some(want.as_str())).then_some(())
+    })
+    .await;
+
+    std::fs::write(&path, b"not a component").expect("broken plugin written");
+    let condition = wait_for("PluginReady reports the refused version", WAIT, || async {
+        let status = env.sets().get("agent").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == PLUGIN_READY && c.reason == "PluginCompileFailed")
+    })
+    .await;
+    assert_eq!(
+        condition.status, "True",
+        "the set still runs the last good version"
+    );
+    assert!(
+        condition.message.contains(&digest_of(&stdio)),
+        "{}",
+        condition.message
+    );
+    assert_eq!(store.metrics().swap_failures_total.get("compile"), Some(&1));
+
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, controller)
+        .await
+        .expect("controller stops in time")
+        .expect("controller task ends cleanly");
+    drop(watch);
+}
