@@ -38,7 +38,11 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn error(file: &Path, at: impl Into<String>, message: impl Into<String>) -> InputError {
-    InputError { file: file.to_path_buf(), at: at.into(), message: message.into() }
+    InputError {
+        file: file.to_path_buf(),
+        at: at.into(),
+        message: message.into(),
+    }
 }
 
 /// The YAML or JSON documents of a file, in order, with their positions for messages.
@@ -75,14 +79,24 @@ fn join(at: &str, more: &str) -> String {
 fn parse_node(file: &Path, at: &str, value: Value) -> Result<Node, InputError> {
     match value.get("kind").and_then(Value::as_str) {
         Some("Node") | None => {}
-        Some(other) => return Err(error(file, at, format!("expected kind Node, found {other}"))),
+        Some(other) => {
+            return Err(error(
+                file,
+                at,
+                format!("expected kind Node, found {other}"),
+            ));
+        }
     }
     let node: Node = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         error(file, join(at, &path), e.into_inner().to_string())
     })?;
     if node.metadata.name.as_deref().is_none_or(str::is_empty) {
-        return Err(error(file, join(at, "metadata.name"), "missing; every Node needs a name"));
+        return Err(error(
+            file,
+            join(at, "metadata.name"),
+            "missing; every Node needs a name",
+        ));
     }
     Ok(node)
 }
@@ -99,12 +113,17 @@ pub fn load_nodes(path: &Path) -> Result<Vec<Node>, InputError> {
             .map(|e| e.path())
             .filter(|p| {
                 p.is_file()
-                    && p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                    && p.extension()
+                        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
             })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(error(path, "", "no .yaml, .yml or .json files in directory"));
+            return Err(error(
+                path,
+                "",
+                "no .yaml, .yml or .json files in directory",
+            ));
         }
         files
     } else {
@@ -132,7 +151,11 @@ pub fn load_nodes(path: &Path) -> Result<Vec<Node>, InputError> {
                 let node = parse_node(file, &at, item)?;
                 let name = node.metadata.name.clone().unwrap_or_default();
                 if !seen.insert(name.clone()) {
-                    return Err(error(file, at, format!("node {name:?} appears more than once")));
+                    return Err(error(
+                        file,
+                        at,
+                        format!("node {name:?} appears more than once"),
+                    ));
                 }
                 nodes.push(node);
             }
@@ -148,11 +171,17 @@ pub fn load_set(file: &Path) -> Result<WasmDaemonSet, InputError> {
         return Err(error(
             file,
             "",
-            format!("expected exactly one WasmDaemonSet document, found {}", docs.len()),
+            format!(
+                "expected exactly one WasmDaemonSet document, found {}",
+                docs.len()
+            ),
         ));
     }
     let (at, value) = docs.remove(0);
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
     let want_version = format!("{}/{}", crd::GROUP, crd::VERSION);
     if kind != "WasmDaemonSet" || api_version != want_version {
@@ -161,7 +190,11 @@ pub fn load_set(file: &Path) -> Result<WasmDaemonSet, InputError> {
             at,
             format!(
                 "expected apiVersion {want_version} and kind WasmDaemonSet, found {} {}",
-                if api_version.is_empty() { "(no apiVersion)" } else { api_version },
+                if api_version.is_empty() {
+                    "(no apiVersion)"
+                } else {
+                    api_version
+                },
                 if kind.is_empty() { "(no kind)" } else { kind }
             ),
         ));
@@ -180,7 +213,8 @@ pub fn load_set(file: &Path) -> Result<WasmDaemonSet, InputError> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -193,9 +227,16 @@ pub fn validate(set: &WasmDaemonSet) -> Result<(), (String, String)> {
     }
     let spec = &set.spec;
     if selector::is_empty(&spec.selector) {
-        return fail("spec.selector", "must select something; an empty selector is invalid".into());
+        return fail(
+            "spec.selector",
+            "must select something; an empty selector is invalid".into(),
+        );
     }
-    let template_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+    let template_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref());
     match selector::matches(&spec.selector, template_labels) {
         Err(message) => return fail("spec.selector", message),
         Ok(false) => {
@@ -206,9 +247,17 @@ pub fn validate(set: &WasmDaemonSet) -> Result<(), (String, String)> {
         }
         Ok(true) => {}
     }
-    let containers = spec.template.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
+    let containers = spec
+        .template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.len())
+        .unwrap_or(0);
     if containers == 0 {
-        return fail("spec.template.spec.containers", "at least one container is required".into());
+        return fail(
+            "spec.template.spec.containers",
+            "at least one container is required".into(),
+        );
     }
 
     let mut names = HashSet::new();
@@ -217,25 +266,44 @@ pub fn validate(set: &WasmDaemonSet) -> Result<(), (String, String)> {
         if !is_dns_label(&variant.name) {
             return fail(
                 &format!("{field}.name"),
-                format!("{:?} is not a DNS label (lower-case a-z, 0-9, '-')", variant.name),
+                format!(
+                    "{:?} is not a DNS label (lower-case a-z, 0-9, '-')",
+                    variant.name
+                ),
             );
         }
         if !names.insert(variant.name.as_str()) {
-            return fail(&format!("{field}.name"), format!("duplicate variant {:?}", variant.name));
+            return fail(
+                &format!("{field}.name"),
+                format!("duplicate variant {:?}", variant.name),
+            );
         }
-        render::check_overlay(&spec.template, &format!("variant {:?}", variant.name), &variant.overlay)
-            .map_err(|e| (format!("{field}.overlay"), e.to_string()))?;
+        render::check_overlay(
+            &spec.template,
+            &format!("variant {:?}", variant.name),
+            &variant.overlay,
+        )
+        .map_err(|e| (format!("{field}.overlay"), e.to_string()))?;
     }
 
     if let Some(policy) = &spec.policy {
         if !is_dns_label(&policy.plugin) {
-            return fail("spec.policy.plugin", format!("{:?} is not a valid plugin name", policy.plugin));
+            return fail(
+                "spec.policy.plugin",
+                format!("{:?} is not a valid plugin name", policy.plugin),
+            );
         }
         if let Some(digest) = &policy.digest {
             let hex = digest.strip_prefix("sha256:").unwrap_or("");
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             {
-                return fail("spec.policy.digest", format!("{digest:?} is not sha256:<64 hex>"));
+                return fail(
+                    "spec.policy.digest",
+                    format!("{digest:?} is not sha256:<64 hex>"),
+                );
             }
         }
     }
@@ -243,18 +311,25 @@ pub fn validate(set: &WasmDaemonSet) -> Result<(), (String, String)> {
     if let Some(strategy) = &spec.update_strategy {
         let rolling = strategy.rolling_update.as_ref();
         if strategy.type_ == UpdateStrategyType::OnDelete && rolling.is_some() {
-            return fail("spec.updateStrategy.rollingUpdate", "not allowed with OnDelete".into());
+            return fail(
+                "spec.updateStrategy.rollingUpdate",
+                "not allowed with OnDelete".into(),
+            );
         }
         if let Some(rolling) = rolling {
-            let check = |field: &str, value: &Option<IntOrString>| -> Result<i64, (String, String)> {
+            let check = |field: &str,
+                         value: &Option<IntOrString>|
+             -> Result<i64, (String, String)> {
                 let path = format!("spec.updateStrategy.rollingUpdate.{field}");
                 match value {
                     None => Ok(0),
                     Some(IntOrString::Int(n)) if *n >= 0 => Ok(i64::from(*n)),
-                    Some(IntOrString::String(s)) => match s.strip_suffix('%').map(str::parse::<u32>) {
-                        Some(Ok(p)) if p <= 100 => Ok(i64::from(p)),
-                        _ => Err((path, format!("{s:?} is not a percentage from 0% to 100%"))),
-                    },
+                    Some(IntOrString::String(s)) => {
+                        match s.strip_suffix('%').map(str::parse::<u32>) {
+                            Some(Ok(p)) if p <= 100 => Ok(i64::from(p)),
+                            _ => Err((path, format!("{s:?} is not a percentage from 0% to 100%"))),
+                        }
+                    }
                     Some(IntOrString::Int(n)) => Err((path, format!("{n} is negative"))),
                 }
             };

@@ -34,7 +34,11 @@ pub struct PluginDecider {
 
 impl PluginDecider {
     pub fn new(plugin: Arc<LoadedPlugin>) -> Self {
-        Self { plugin, memo: HashMap::new(), memo_key: None }
+        Self {
+            plugin,
+            memo: HashMap::new(),
+            memo_key: None,
+        }
     }
 
     /// The plugin version this decider calls.
@@ -89,7 +93,10 @@ pub enum PlanError {
     Plugin(#[from] PluginError),
 
     #[error("failed to render the pod for node {node}: {source}")]
-    Render { node: String, source: RenderError },
+    Render {
+        node: String,
+        source: Box<RenderError>,
+    },
 
     #[error("spec.policy names plugin {0:?} but no plugin was supplied")]
     MissingPlugin(String),
@@ -108,7 +115,11 @@ pub struct NodePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The node runs the set's pod, rendered as given.
-    Run { variant: Option<String>, template: Box<PodTemplateSpec>, hash: String },
+    Run {
+        variant: Option<String>,
+        template: Box<PodTemplateSpec>,
+        hash: String,
+    },
     /// The node gets no new pod. `keep_existing` is true when a pod already there may keep
     /// running (a NoSchedule taint it does not tolerate does not evict it).
     Skip { reason: String, keep_existing: bool },
@@ -194,8 +205,10 @@ pub fn decide_nodes(
 ) -> Result<Vec<NodePlan>, PlanError> {
     let empty = Default::default();
     let template_spec = set.spec.template.spec.as_ref().unwrap_or(&empty);
-    let placements: Vec<Placement> =
-        nodes.iter().map(|n| node_should_run_daemon_pod(n, template_spec)).collect();
+    let placements: Vec<Placement> = nodes
+        .iter()
+        .map(|n| node_should_run_daemon_pod(n, template_spec))
+        .collect();
 
     let in_play: Vec<usize> = placements
         .iter()
@@ -221,21 +234,36 @@ pub fn decide_nodes(
                 reason: placement.reason.clone().unwrap_or_default(),
                 keep_existing: false,
             },
-            Some(Decision::Skip(reason)) => {
-                Outcome::Skip { reason: format!("plugin: {reason}"), keep_existing: false }
-            }
+            Some(Decision::Skip(reason)) => Outcome::Skip {
+                reason: format!("plugin: {reason}"),
+                keep_existing: false,
+            },
             _ if !placement.should_run => Outcome::Skip {
                 reason: placement.reason.clone().unwrap_or_default(),
                 keep_existing: true,
             },
-            None => run_outcome(set, None, None, &mut rendered_cache)
-                .map_err(|source| PlanError::Render { node: name.clone(), source })?,
-            Some(Decision::Run(run)) => {
-                run_outcome(set, run.variant.as_deref(), run.overrides.as_ref(), &mut rendered_cache)
-                    .map_err(|source| PlanError::Render { node: name.clone(), source })?
-            }
+            None => run_outcome(set, None, None, &mut rendered_cache).map_err(|source| {
+                PlanError::Render {
+                    node: name.clone(),
+                    source: Box::new(source),
+                }
+            })?,
+            Some(Decision::Run(run)) => run_outcome(
+                set,
+                run.variant.as_deref(),
+                run.overrides.as_ref(),
+                &mut rendered_cache,
+            )
+            .map_err(|source| PlanError::Render {
+                node: name.clone(),
+                source: Box::new(source),
+            })?,
         };
-        plans.push(NodePlan { node: name, placement, outcome });
+        plans.push(NodePlan {
+            node: name,
+            placement,
+            outcome,
+        });
     }
     Ok(plans)
 }
@@ -258,8 +286,9 @@ fn run_outcome(
         });
     }
 
-    let variant_overlay =
-        variant.and_then(|v| set.spec.variants.iter().find(|d| d.name == v)).map(|d| &d.overlay);
+    let variant_overlay = variant
+        .and_then(|v| set.spec.variants.iter().find(|d| d.name == v))
+        .map(|d| &d.overlay);
     let variant_source = format!("variant {:?}", variant.unwrap_or(""));
     let plugin_overlay = overrides.map(render::overlay_from_plugin);
     let mut layers = Vec::new();
@@ -274,7 +303,11 @@ fn run_outcome(
     if overrides.is_none() {
         cache.insert(cache_key, (template.clone(), hash.clone()));
     }
-    Ok(Outcome::Run { variant: variant.map(str::to_string), template, hash })
+    Ok(Outcome::Run {
+        variant: variant.map(str::to_string),
+        template,
+        hash,
+    })
 }
 
 /// The node a pod is on, or is pinned to while still unscheduled.
@@ -299,7 +332,10 @@ pub fn pod_node(pod: &Pod) -> Option<&str> {
 }
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Plans `set` over `nodes`, given the pods it owns now.
@@ -314,14 +350,22 @@ pub fn plan(
     let decided = decide_nodes(set, nodes, decider)?;
 
     let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         if let Some(node) = pod_node(pod) {
             by_node.entry(node).or_default().push(pod);
         }
     }
     for list in by_node.values_mut() {
         list.sort_by(|a, b| {
-            let key = |p: &Pod| (p.metadata.creation_timestamp.clone(), p.metadata.name.clone());
+            let key = |p: &Pod| {
+                (
+                    p.metadata.creation_timestamp.clone(),
+                    p.metadata.name.clone(),
+                )
+            };
             key(a).cmp(&key(b))
         });
     }
@@ -336,11 +380,19 @@ pub fn plan(
         let node = node_plan.node.as_str();
         let existing = by_node.remove(node).unwrap_or_default();
         match &node_plan.outcome {
-            Outcome::Run { variant, template, hash } => {
+            Outcome::Run {
+                variant,
+                template,
+                hash,
+            } => {
                 let mut live = Vec::new();
                 for pod in existing {
                     match phase(pod) {
-                        "Succeeded" => result.delete.push(delete(pod, node, DeleteReason::Succeeded)),
+                        "Succeeded" => {
+                            result
+                                .delete
+                                .push(delete(pod, node, DeleteReason::Succeeded))
+                        }
                         "Failed" => result.delete.push(delete(pod, node, DeleteReason::Failed)),
                         _ => live.push(pod),
                     }
@@ -352,9 +404,15 @@ pub fn plan(
                     }),
                     Some((keep, extra)) => {
                         for pod in extra {
-                            result.delete.push(delete(pod, node, DeleteReason::Duplicate));
+                            result
+                                .delete
+                                .push(delete(pod, node, DeleteReason::Duplicate));
                         }
-                        let have = keep.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL));
+                        let have = keep
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(HASH_LABEL));
                         if have != Some(hash) {
                             result.outdated.push(Outdated {
                                 pod: keep.metadata.name.clone().unwrap_or_default(),
@@ -365,21 +423,33 @@ pub fn plan(
                     }
                 }
             }
-            Outcome::Skip { keep_existing: true, .. } => {
+            Outcome::Skip {
+                keep_existing: true,
+                ..
+            } => {
                 for pod in existing.iter().skip(1) {
-                    result.delete.push(delete(pod, node, DeleteReason::Duplicate));
+                    result
+                        .delete
+                        .push(delete(pod, node, DeleteReason::Duplicate));
                 }
             }
-            Outcome::Skip { keep_existing: false, .. } => {
+            Outcome::Skip {
+                keep_existing: false,
+                ..
+            } => {
                 for pod in existing {
-                    result.delete.push(delete(pod, node, DeleteReason::NotEligible));
+                    result
+                        .delete
+                        .push(delete(pod, node, DeleteReason::NotEligible));
                 }
             }
         }
     }
     for (node, pods) in by_node {
         for pod in pods {
-            result.delete.push(delete(pod, node, DeleteReason::NodeGone));
+            result
+                .delete
+                .push(delete(pod, node, DeleteReason::NodeGone));
         }
     }
     result.nodes = decided;

@@ -34,7 +34,11 @@ pub fn parse_milli(text: &str) -> Result<i64, InvalidQuantity> {
     if digits.len() > 30 {
         return Ok(saturate(negative));
     }
-    let mantissa: i128 = if digits.is_empty() { 0 } else { digits.parse().map_err(|_| invalid())? };
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| invalid())?
+    };
     let mut scale = fraction.len() as i32;
 
     // Multiplier from the suffix: (factor, extra decimal exponent).
@@ -123,7 +127,10 @@ mod tests {
     #[test]
     fn enormous_quantities_saturate_instead_of_overflowing() {
         assert_eq!(parse_milli("100Ei"), Ok(i64::MAX));
-        assert_eq!(parse_milli("99999999999999999999999999999999999"), Ok(i64::MAX));
+        assert_eq!(
+            parse_milli("99999999999999999999999999999999999"),
+            Ok(i64::MAX)
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub const HASH_LABEL: &str = "wasmdaemon.io/spec-hash";
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RenderError {
     #[error("{source_name}: container {container:?} is not in the pod template")]
-    UnknownContainer { source_name: String, container: String },
+    UnknownContainer {
+        source_name: String,
+        container: String,
+    },
 
     #[error("{source_name}: container {container:?}: {field} {resource}: {message}")]
     InvalidQuantity {
@@ -73,7 +76,12 @@ fn apply(
     }
     if !overlay.annotations.is_empty() {
         let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
-        annotations.extend(overlay.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        annotations.extend(
+            overlay
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
     }
 
     let spec = rendered.spec.get_or_insert_with(Default::default);
@@ -106,7 +114,11 @@ fn apply_container(
     if !change.env.is_empty() {
         let env = container.env.get_or_insert_with(Vec::new);
         for (name, value) in &change.env {
-            let var = EnvVar { name: name.clone(), value: Some(value.clone()), value_from: None };
+            let var = EnvVar {
+                name: name.clone(),
+                value: Some(value.clone()),
+                value_from: None,
+            };
             match env.iter_mut().find(|e| &e.name == name) {
                 Some(existing) => *existing = var,
                 None => env.push(var),
@@ -126,7 +138,9 @@ fn apply_container(
                 message: e.to_string(),
             })?;
         }
-        let resources = container.resources.get_or_insert_with(ResourceRequirements::default);
+        let resources = container
+            .resources
+            .get_or_insert_with(ResourceRequirements::default);
         let map = match field {
             "requests" => resources.requests.get_or_insert_with(BTreeMap::new),
             _ => resources.limits.get_or_insert_with(BTreeMap::new),
@@ -139,10 +153,16 @@ fn apply_container(
 /// Converts the plugin's WIT overrides into an overlay.
 pub fn overlay_from_plugin(overrides: &bindings::Overrides) -> Overlay {
     let map = |pairs: &[bindings::KeyValue]| -> BTreeMap<String, String> {
-        pairs.iter().map(|p| (p.key.clone(), p.value.clone())).collect()
+        pairs
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect()
     };
     let quantities = |pairs: &[bindings::KeyValue]| -> BTreeMap<String, Quantity> {
-        pairs.iter().map(|p| (p.key.clone(), Quantity(p.value.clone()))).collect()
+        pairs
+            .iter()
+            .map(|p| (p.key.clone(), Quantity(p.value.clone())))
+            .collect()
     };
     Overlay {
         containers: overrides
@@ -208,7 +228,11 @@ pub fn pod_for_node(
     let mut spec = rendered.spec.clone().unwrap_or_default();
     spec.tolerations = Some(daemon_pod_tolerations(&spec));
     pin_to_node(&mut spec, node);
-    Pod { metadata: meta, spec: Some(spec), status: None }
+    Pod {
+        metadata: meta,
+        spec: Some(spec),
+        status: None,
+    }
 }
 
 fn pin_to_node(spec: &mut k8s_openapi::api::core::v1::PodSpec, node: &str) {
@@ -221,9 +245,12 @@ fn pin_to_node(spec: &mut k8s_openapi::api::core::v1::PodSpec, node: &str) {
         match_expressions: None,
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let node_affinity = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    node_affinity.required_during_scheduling_ignored_during_execution =
-        Some(NodeSelector { node_selector_terms: vec![term] });
+    let node_affinity = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    node_affinity.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
+        node_selector_terms: vec![term],
+    });
 }
 
 #[cfg(test)]
@@ -261,14 +288,21 @@ mod tests {
                            {"name": "setup", "args": ["--fast"]}],
             "labels": {"tier": "gpu-large"}
         }));
-        let rendered =
-            render(&template(), &[("variant \"gpu\"", &variant), ("plugin", &plugin)]).unwrap();
+        let rendered = render(
+            &template(),
+            &[("variant \"gpu\"", &variant), ("plugin", &plugin)],
+        )
+        .unwrap();
         let spec = rendered.spec.as_ref().unwrap();
         let agent = &spec.containers[0];
         assert_eq!(agent.image.as_deref(), Some("agent-gpu:1"));
-        let env: Vec<_> =
-            agent.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e.value.as_deref()))
-                .collect();
+        let env: Vec<_> = agent
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
         assert_eq!(env, [("MODE", Some("gpu")), ("EXTRA", Some("1"))]);
         let resources = agent.resources.as_ref().unwrap();
         assert_eq!(resources.requests.as_ref().unwrap()["memory"].0, "1Gi");
@@ -284,7 +318,10 @@ mod tests {
     fn overlay_naming_a_missing_container_is_an_error() {
         let bad = overlay(serde_json::json!({"containers": [{"name": "nope", "image": "x"}]}));
         let err = render(&template(), &[("variant \"x\"", &bad)]).unwrap_err();
-        assert_eq!(err.to_string(), "variant \"x\": container \"nope\" is not in the pod template");
+        assert_eq!(
+            err.to_string(),
+            "variant \"x\": container \"nope\" is not in the pod template"
+        );
     }
 
     #[test]
@@ -305,7 +342,10 @@ mod tests {
         assert_eq!(a.len(), 16);
         let changed = render(
             &template(),
-            &[("v", &overlay(serde_json::json!({"containers": [{"name": "agent", "image": "b"}]})))],
+            &[(
+                "v",
+                &overlay(serde_json::json!({"containers": [{"name": "agent", "image": "b"}]})),
+            )],
         )
         .unwrap();
         assert_ne!(a, spec_hash(&changed));

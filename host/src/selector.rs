@@ -44,8 +44,14 @@ pub fn matches(
 
 /// Whether the selector selects nothing in particular (no labels, no expressions).
 pub fn is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
 }
 
 #[cfg(test)]
@@ -57,7 +63,10 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -66,21 +75,40 @@ mod tests {
         let cases = [
             (serde_json::json!({"matchLabels": {"app": "agent"}}), true),
             (serde_json::json!({"matchLabels": {"app": "other"}}), false),
-            (serde_json::json!({"matchExpressions": [
-                {"key": "tier", "operator": "In", "values": ["gpu", "cpu"]}]}), true),
-            (serde_json::json!({"matchExpressions": [
-                {"key": "tier", "operator": "NotIn", "values": ["gpu"]}]}), false),
+            (
+                serde_json::json!({"matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["gpu", "cpu"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["gpu"]}]}),
+                false,
+            ),
             // NotIn matches when the label is absent.
-            (serde_json::json!({"matchExpressions": [
-                {"key": "zone", "operator": "NotIn", "values": ["a"]}]}), true),
-            (serde_json::json!({"matchExpressions": [
-                {"key": "tier", "operator": "Exists"}]}), true),
-            (serde_json::json!({"matchExpressions": [
-                {"key": "tier", "operator": "DoesNotExist"}]}), false),
+            (
+                serde_json::json!({"matchExpressions": [
+                {"key": "zone", "operator": "NotIn", "values": ["a"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [
+                {"key": "tier", "operator": "Exists"}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [
+                {"key": "tier", "operator": "DoesNotExist"}]}),
+                false,
+            ),
             (serde_json::json!({}), true),
         ];
         for (json, want) in cases {
-            assert_eq!(matches(&selector(json.clone()), Some(&l)), Ok(want), "{json}");
+            assert_eq!(
+                matches(&selector(json.clone()), Some(&l)),
+                Ok(want),
+                "{json}"
+            );
         }
     }
 

@@ -119,7 +119,11 @@ fn log_collector_memory_follows_node_size() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.matches("\napiVersion: v1\nkind: Pod\n").count(), 13, "{text}");
+    assert_eq!(
+        text.matches("\napiVersion: v1\nkind: Pod\n").count(),
+        13,
+        "{text}"
+    );
     let pods: Vec<Pod> = serde_yaml::Deserializer::from_str(&text)
         .map(|doc| Pod::deserialize(doc).unwrap())
         .collect();

@@ -16,7 +16,10 @@ pub(crate) struct BoundedPipe {
 
 impl BoundedPipe {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity, buffer: Arc::new(Mutex::new(Vec::new())) }
+        Self {
+            capacity,
+            buffer: Arc::new(Mutex::new(Vec::new())),
+        }
     }
 
     /// What was kept, lossily decoded.

@@ -52,11 +52,22 @@ impl KeyFilter {
         if self.is_empty() {
             return Vec::new();
         }
-        let pair = |(k, v): (&String, &String)| KeyValue { key: k.clone(), value: v.clone() };
+        let pair = |(k, v): (&String, &String)| KeyValue {
+            key: k.clone(),
+            value: v.clone(),
+        };
         if !self.all && self.prefixes.is_empty() {
-            return self.exact.iter().filter_map(|k| map.get_key_value(k)).map(pair).collect();
+            return self
+                .exact
+                .iter()
+                .filter_map(|k| map.get_key_value(k))
+                .map(pair)
+                .collect();
         }
-        map.iter().filter(|(k, _)| self.matches(k)).map(pair).collect()
+        map.iter()
+            .filter(|(k, _)| self.matches(k))
+            .map(pair)
+            .collect()
     }
 
     fn select_resources(&self, map: Option<&BTreeMap<String, Quantity>>) -> Vec<Resource> {
@@ -66,9 +77,10 @@ impl KeyFilter {
         }
         // A quantity the API server would never have stored is left out rather than guessed.
         let resource = |(name, quantity): (&String, &Quantity)| {
-            parse_milli(&quantity.0)
-                .ok()
-                .map(|milli_value| Resource { name: name.clone(), milli_value })
+            parse_milli(&quantity.0).ok().map(|milli_value| Resource {
+                name: name.clone(),
+                milli_value,
+            })
         };
         if !self.all && self.prefixes.is_empty() {
             return self
@@ -78,7 +90,10 @@ impl KeyFilter {
                 .filter_map(resource)
                 .collect();
         }
-        map.iter().filter(|(k, _)| self.matches(k)).filter_map(resource).collect()
+        map.iter()
+            .filter(|(k, _)| self.matches(k))
+            .filter_map(resource)
+            .collect()
     }
 }
 
@@ -163,14 +178,16 @@ impl Projection {
         };
 
         let info = if self.node_info {
-            status.and_then(|s| s.node_info.as_ref()).map(|i| bindings::NodeInfo {
-                architecture: i.architecture.clone(),
-                operating_system: i.operating_system.clone(),
-                kernel_version: i.kernel_version.clone(),
-                container_runtime_version: i.container_runtime_version.clone(),
-                kubelet_version: i.kubelet_version.clone(),
-                os_image: i.os_image.clone(),
-            })
+            status
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| bindings::NodeInfo {
+                    architecture: i.architecture.clone(),
+                    operating_system: i.operating_system.clone(),
+                    kernel_version: i.kernel_version.clone(),
+                    container_runtime_version: i.container_runtime_version.clone(),
+                    kubelet_version: i.kubelet_version.clone(),
+                    os_image: i.os_image.clone(),
+                })
         } else {
             None
         };
@@ -183,7 +200,9 @@ impl Projection {
             unschedulable: self.unschedulable
                 && spec.and_then(|s| s.unschedulable).unwrap_or(false),
             conditions,
-            capacity: self.resources.select_resources(status.and_then(|s| s.capacity.as_ref())),
+            capacity: self
+                .resources
+                .select_resources(status.and_then(|s| s.capacity.as_ref())),
             allocatable: self
                 .resources
                 .select_resources(status.and_then(|s| s.allocatable.as_ref())),
@@ -244,11 +263,17 @@ mod tests {
         assert_eq!(projected.name, "n1");
         assert_eq!(
             projected.labels,
-            vec![KeyValue { key: "kubernetes.io/arch".into(), value: "arm64".into() }]
+            vec![KeyValue {
+                key: "kubernetes.io/arch".into(),
+                value: "arm64".into()
+            }]
         );
         assert_eq!(
             projected.capacity,
-            vec![Resource { name: "nvidia.com/gpu".into(), milli_value: 2000 }]
+            vec![Resource {
+                name: "nvidia.com/gpu".into(),
+                milli_value: 2000
+            }]
         );
         assert!(projected.annotations.is_empty());
         assert!(projected.taints.is_empty());
@@ -263,7 +288,10 @@ mod tests {
         let keys: Vec<_> = projected.labels.iter().map(|l| l.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["feature.node.kubernetes.io/cpu-model", "feature.node.kubernetes.io/pci-10de.present"]
+            [
+                "feature.node.kubernetes.io/cpu-model",
+                "feature.node.kubernetes.io/pci-10de.present"
+            ]
         );
         assert_eq!(projected.capacity.len(), 3);
 
@@ -282,6 +310,9 @@ mod tests {
         let projected = Projection::new(&wanted).project(&node());
         assert_eq!(projected.taints.len(), 1);
         assert!(projected.unschedulable);
-        assert_eq!(projected.info.map(|i| i.architecture), Some("arm64".to_string()));
+        assert_eq!(
+            projected.info.map(|i| i.architecture),
+            Some("arm64".to_string())
+        );
     }
 }
