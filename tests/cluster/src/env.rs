@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
@@ -19,6 +19,9 @@ use crate::{ClusterError, TestCluster};
 
 /// Environment variable naming a kubeconfig of an existing cluster to run against.
 pub const KUBECONFIG_ENV: &str = "WASMDAEMON_TEST_KUBECONFIG";
+
+/// How long setting up an environment on a real cluster may wait for its namespace.
+const SETUP_WAIT: Duration = Duration::from_secs(30);
 
 /// Errors setting up or using a test environment.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,16 @@ impl TestEnv {
                 &serde_json::from_value(ns).map_err(kube::Error::SerdeError)?,
             )
             .await?;
+        if cluster.is_none() {
+            // Pods are refused until the service account controller has created `default`.
+            let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &prefix);
+            let exists = || async { matches!(accounts.get_opt("default").await, Ok(Some(_))) };
+            if let Err(e) =
+                wait_until("the default service account exists", SETUP_WAIT, exists).await
+            {
+                tracing::warn!("{e}");
+            }
+        }
         let kubelet = Some(Kubelet::start(client.clone(), KubeletConfig::default()));
         Ok(Self {
             client,

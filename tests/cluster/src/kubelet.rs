@@ -23,6 +23,8 @@ pub enum PodFate {
     NotReady,
     /// Failed.
     Fail,
+    /// Succeeded (ran to completion).
+    Succeed,
 }
 
 /// Tunables of the simulated kubelet.
@@ -104,6 +106,8 @@ fn pod_status(pod: &Pod, fate: PodFate) -> Value {
         .map(|c| {
             let state = if fate == PodFate::Fail {
                 json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now(), "finishedAt": now()}})
+            } else if fate == PodFate::Succeed {
+                json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now(), "finishedAt": now()}})
             } else {
                 json!({"running": {"startedAt": now()}})
             };
@@ -112,14 +116,18 @@ fn pod_status(pod: &Pod, fate: PodFate) -> Value {
                 "image": c.image.clone().unwrap_or_default(),
                 "imageID": "",
                 "ready": ready,
-                "started": fate != PodFate::Fail,
+                "started": fate == PodFate::Ready || fate == PodFate::NotReady,
                 "restartCount": 0,
                 "state": state,
             })
         })
         .collect();
     json!({
-        "phase": if fate == PodFate::Fail { "Failed" } else { "Running" },
+        "phase": match fate {
+            PodFate::Fail => "Failed",
+            PodFate::Succeed => "Succeeded",
+            PodFate::Ready | PodFate::NotReady => "Running",
+        },
         "conditions": [
             condition("Initialized", true),
             condition("Ready", ready),
@@ -138,6 +146,7 @@ fn current_fate(pod: &Pod) -> Option<PodFate> {
     let status = pod.status.as_ref()?;
     match status.phase.as_deref()? {
         "Failed" => Some(PodFate::Fail),
+        "Succeeded" => Some(PodFate::Succeed),
         "Running" => {
             let ready = status
                 .conditions
@@ -196,8 +205,8 @@ impl Inner {
         if current_fate(&pod) == Some(fate) {
             return;
         }
-        // A pod that failed stays failed, as with restartPolicy Never.
-        if current_fate(&pod) == Some(PodFate::Fail) {
+        // A pod that terminated stays terminated, as with restartPolicy Never.
+        if matches!(current_fate(&pod), Some(PodFate::Fail | PodFate::Succeed)) {
             return;
         }
         if !lock(&self.in_flight).insert((ns.clone(), name.clone())) {

@@ -40,7 +40,7 @@ fn split_top_level(s: &str) -> Vec<&str> {
     out
 }
 
-fn valid_label_key(key: &str) -> bool {
+pub(crate) fn valid_label_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 316
         && key
@@ -48,10 +48,13 @@ fn valid_label_key(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
-fn valid_label_value(v: &str) -> bool {
-    v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+pub(crate) fn valid_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn parse_set(rest: &str, raw: &str) -> Result<Vec<String>, ApiError> {

@@ -343,7 +343,12 @@ async fn dispatch(
         .registry
         .get(&group, &version, &plural)
         .ok_or_else(not_found)?;
-    if def.namespaced != !ns.is_empty() && (name.is_some() || !def.namespaced) {
+    let scope_ok = if def.namespaced {
+        !ns.is_empty() || name.is_none()
+    } else {
+        ns.is_empty()
+    };
+    if !scope_ok {
         return Err(not_found());
     }
     let sub = match sub.as_deref() {
@@ -352,6 +357,13 @@ async fn dispatch(
         Some("binding") if def.binding => Some("binding"),
         Some(_) => return Err(not_found()),
     };
+    if method != Method::GET && query.contains_key("dryRun") {
+        // Dry runs would need every write path to work on a copy; callers get a clear refusal
+        // instead of a silent real write.
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the test API server",
+        ));
+    }
     let table = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -660,7 +672,7 @@ fn apply(
     manager: &str,
     force: bool,
 ) -> Result<(u16, Arc<Stored>), ApiError> {
-    if !applied.is_object() {
+    if !applied.is_object() || !matches!(applied["metadata"], Value::Null | Value::Object(_)) {
         return Err(ApiError::bad_request(
             "the applied configuration must be an object",
         ));
@@ -710,7 +722,7 @@ fn apply(
     };
     let mut entries: Vec<Value> = current["metadata"]["managedFields"]
         .as_array()
-        .cloned()
+        .map(|a| a.iter().filter(|e| e.is_object()).cloned().collect())
         .unwrap_or_default();
     let is_mine = |e: &Value| {
         e["manager"] == manager
@@ -778,11 +790,10 @@ fn apply(
             patch::remove_at(&mut merged, p);
         }
     }
-    entries.retain(|e| {
-        !is_mine(e)
-            && !(e["fieldsV1"].as_object().is_some_and(|m| m.is_empty())
-                && e["operation"] == "Apply")
-    });
+    let stale = |e: &Value| {
+        e["operation"] == "Apply" && e["fieldsV1"].as_object().is_some_and(|m| m.is_empty())
+    };
+    entries.retain(|e| !is_mine(e) && !stale(e));
     entries.push(entry(&paths));
     merged["metadata"]["managedFields"] = json!(entries);
     Ok((200, state.update(def, ns, name, sub, merged)?))

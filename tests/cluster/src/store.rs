@@ -78,6 +78,8 @@ pub(crate) enum GcWork {
     Process(String),
     /// The namespace is terminating; delete its content and then the namespace.
     Namespace(String),
+    /// The node is gone; force-delete the pods bound to it, as the pod garbage collector does.
+    NodeGone(String),
 }
 
 /// Which part of an object a write addresses.
@@ -184,6 +186,72 @@ fn valid_dns_subdomain(name: &str) -> bool {
 
 fn valid_dns_label(name: &str) -> bool {
     valid_dns_subdomain(name) && name.len() <= 63 && !name.contains('.')
+}
+
+/// Rejects objects whose well-known sections are not objects (they are indexed into later).
+fn check_shape(value: &Value) -> Result<(), ApiError> {
+    for field in ["metadata", "spec", "status"] {
+        match value.get(field) {
+            None | Some(Value::Null) | Some(Value::Object(_)) => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(format!("{field} must be an object")));
+            }
+        }
+    }
+    let lists = [
+        ("metadata", "finalizers"),
+        ("metadata", "ownerReferences"),
+        ("spec", "taints"),
+    ];
+    for (section, list) in lists {
+        match &value[section][list] {
+            Value::Null | Value::Array(_) => {}
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "{section}.{list} must be a list"
+                )));
+            }
+        }
+    }
+    if let Some(Value::Array(conds)) = value["status"].get("conditions")
+        && conds.iter().any(|c| !c.is_object())
+    {
+        return Err(ApiError::bad_request(
+            "status.conditions must be a list of objects",
+        ));
+    }
+    if !matches!(value["status"]["conditions"], Value::Null | Value::Array(_)) {
+        return Err(ApiError::bad_request("status.conditions must be a list"));
+    }
+    Ok(())
+}
+
+/// Checks `metadata.labels` the way kube-apiserver validation does (keys and values).
+fn validate_labels(def: &ResourceDef, value: &Value) -> Result<(), ApiError> {
+    let name = value["metadata"]["name"].as_str().unwrap_or_default();
+    let labels = match &value["metadata"]["labels"] {
+        Value::Null => return Ok(()),
+        Value::Object(m) => m,
+        _ => {
+            return Err(ApiError::bad_request(
+                "metadata.labels must be a map of strings",
+            ));
+        }
+    };
+    for (k, v) in labels {
+        let Some(v) = v.as_str() else {
+            return Err(ApiError::bad_request(
+                "metadata.labels must be a map of strings",
+            ));
+        };
+        if !crate::selectors::valid_label_key(k) || !crate::selectors::valid_label_value(v) {
+            let msg = format!(
+                "metadata.labels: Invalid value: \"{v}\": a valid label must be 63 characters or less and consist of alphanumeric characters, '-', '_' or '.'"
+            );
+            return Err(ApiError::invalid(&def.group, &def.kind, name, &msg));
+        }
+    }
+    Ok(())
 }
 
 fn owner_uids(value: &Value) -> Vec<String> {
@@ -310,7 +378,12 @@ fn default_pod(pod: &mut Value) {
         }
     }
     for list in ["containers", "initContainers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        for c in spec[list]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.is_object())
+        {
             let image = c["image"].as_str().unwrap_or_default();
             let latest = !image.rsplit('/').next().unwrap_or_default().contains(':')
                 || image.ends_with(":latest");
@@ -380,7 +453,12 @@ fn immutable_pod_spec(spec: &Value) -> Value {
         }
     }
     for list in ["containers", "initContainers"] {
-        for c in s[list].as_array_mut().into_iter().flatten() {
+        for c in s[list]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.is_object())
+        {
             c["image"] = Value::Null;
         }
     }
@@ -563,6 +641,9 @@ impl State {
         if storage == CRD_STORAGE {
             self.drop_crd(&key.1);
         }
+        if storage == crate::resources::NODES {
+            let _ = self.gc.send(GcWork::NodeGone(key.1.clone()));
+        }
         Some(stored)
     }
 
@@ -668,6 +749,7 @@ impl State {
                 "the request body must be a JSON object",
             ));
         }
+        check_shape(&body)?;
         if let Some(kind) = body["kind"].as_str()
             && kind != def.kind
         {
@@ -758,6 +840,7 @@ impl State {
         } else {
             meta.remove("generation");
         }
+        validate_labels(def, &body)?;
         self.namespace_admission(def, ns)?;
         let key = (
             if def.namespaced {
@@ -909,6 +992,8 @@ impl State {
             }
             v
         };
+        check_shape(&next)?;
+        validate_labels(def, &next)?;
         if !old.value["metadata"]["deletionTimestamp"].is_null() {
             let before = finalizers(&old.value);
             if finalizers(&next).iter().any(|f| !before.contains(f)) {
@@ -921,6 +1006,7 @@ impl State {
             }
         }
         if def.storage == PODS && sub == Sub::Main {
+            validate_pod(&next, name)?;
             if immutable_pod_spec(&old.value["spec"]) != immutable_pod_spec(&next["spec"]) {
                 return Err(ApiError::invalid(
                     "",
@@ -932,7 +1018,6 @@ impl State {
                      existing tolerations) or `spec.terminationGracePeriodSeconds`",
                 ));
             }
-            validate_pod(&next, name)?;
         }
         if def.storage == CRD_STORAGE {
             validate_crd(&next, name)?;
@@ -1352,6 +1437,26 @@ impl State {
                     if !blocking {
                         self.drop_finalizer(&def, &key, "foregroundDeletion");
                     }
+                }
+            }
+            GcWork::NodeGone(node) => {
+                let Some(def) = self.def_for_storage(PODS) else {
+                    return;
+                };
+                let bound: Vec<Key> = self
+                    .objects
+                    .get(PODS)
+                    .into_iter()
+                    .flat_map(|m| m.iter())
+                    .filter(|(_, p)| p.value["spec"]["nodeName"].as_str() == Some(node.as_str()))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let force = DeleteOpts {
+                    grace: Some(0),
+                    ..DeleteOpts::default()
+                };
+                for (ns, name) in bound {
+                    let _ = self.delete(&def, &ns, &name, &force);
                 }
             }
             GcWork::Namespace(ns) => {

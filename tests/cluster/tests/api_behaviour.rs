@@ -772,3 +772,126 @@ async fn list_watch_through_the_runtime_watcher_sees_all_objects() -> Result<()>
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn events_written_through_events_v1_are_visible_as_core_events() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let v1: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "ev-1"},
+        "eventTime": "2024-01-01T00:00:00.000000Z",
+        "reportingController": "wasmdaemon.io/test",
+        "reportingInstance": "test-1",
+        "action": "Testing",
+        "reason": "Tested",
+        "type": "Normal",
+        "note": "hello",
+        "regarding": {"kind": "ConfigMap", "name": "x", "namespace": env.namespace(), "apiVersion": "v1"},
+    }))?;
+    v1.create(&PostParams::default(), &event).await?;
+    let core: Api<k8s_openapi::api::core::v1::Event> = env.api();
+    let seen = core.get("ev-1").await?;
+    assert_eq!(seen.message.as_deref(), Some("hello"));
+    assert_eq!(seen.involved_object.name.as_deref(), Some("x"));
+    let back = v1.get("ev-1").await?;
+    assert_eq!(back.note.as_deref(), Some("hello"));
+    env.teardown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn leases_and_controller_revisions_support_optimistic_updates() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = env.api();
+    let lease: k8s_openapi::api::coordination::v1::Lease = serde_json::from_value(json!({
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+    }))?;
+    let created = leases.create(&PostParams::default(), &lease).await?;
+    let mut taken = created.clone();
+    taken
+        .spec
+        .get_or_insert_with(Default::default)
+        .holder_identity = Some("b".into());
+    leases
+        .replace("leader", &PostParams::default(), &taken)
+        .await?;
+    let err = leases
+        .replace("leader", &PostParams::default(), &created)
+        .await
+        .expect_err("stale lease");
+    assert_eq!(code_of(&err).map(|c| c.0), Some(409));
+
+    let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> = env.api();
+    let rev: k8s_openapi::api::apps::v1::ControllerRevision = serde_json::from_value(json!({
+        "metadata": {"name": "rev-1", "labels": {"set": "a"}},
+        "revision": 1,
+        "data": {"spec": {"x": 1}}
+    }))?;
+    revisions.create(&PostParams::default(), &rev).await?;
+    let listed = revisions
+        .list(&ListParams::default().labels("set=a"))
+        .await?;
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].revision, 1);
+    env.teardown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn strategic_merge_keeps_other_containers_where_a_merge_patch_would_replace_them()
+-> Result<()> {
+    let env = TestEnv::new().await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = env.api();
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "two"},
+        "spec": {"schedulerName": "nobody", "containers": [
+            {"name": "a", "image": "registry.example/a:1"},
+            {"name": "b", "image": "registry.example/b:1"}
+        ]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let change = json!({"spec": {"containers": [{"name": "b", "image": "registry.example/b:2"}]}});
+    let patched = pods
+        .patch(
+            "two",
+            &PatchParams::default(),
+            &Patch::Strategic(change.clone()),
+        )
+        .await?;
+    let images: Vec<String> = patched
+        .spec
+        .unwrap_or_default()
+        .containers
+        .into_iter()
+        .filter_map(|c| c.image)
+        .collect();
+    assert_eq!(images, ["registry.example/a:1", "registry.example/b:2"]);
+    let err = pods
+        .patch("two", &PatchParams::default(), &Patch::Merge(change))
+        .await
+        .expect_err("containers are immutable");
+    assert_eq!(code_of(&err), Some((422, "Invalid".to_string())));
+    env.teardown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_names_and_labels_are_rejected_as_invalid() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    let upper = cms
+        .create(&PostParams::default(), &cm("Upper", json!({})))
+        .await
+        .expect_err("bad name");
+    assert_eq!(code_of(&upper), Some((422, "Invalid".to_string())));
+    let mut labelled = cm("labelled", json!({}));
+    labelled.metadata.labels = Some([("ok".to_string(), "-bad-".to_string())].into());
+    let bad = cms
+        .create(&PostParams::default(), &labelled)
+        .await
+        .expect_err("bad label");
+    assert_eq!(code_of(&bad), Some((422, "Invalid".to_string())));
+    env.teardown().await?;
+    Ok(())
+}

@@ -235,3 +235,42 @@ async fn many_clusters_run_side_by_side() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn deleting_a_node_garbage_collects_its_pods() -> Result<()> {
+    let cluster = TestCluster::start().await?;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(cluster.client());
+    let node = wasmdaemon_testcluster::NodeShape::new().to_node("doomed");
+    nodes.create(&PostParams::default(), &node).await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(cluster.client());
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "on-doomed"},
+        "spec": {"nodeName": "doomed", "containers": [{"name": "c", "image": "registry.example/c:1"}]}
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    nodes.delete("doomed", &Default::default()).await?;
+    wait_until("the pod of the deleted node is gone", WAIT, || async {
+        matches!(pods.get_opt("on-doomed").await, Ok(None))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_its_content_then_the_namespace() -> Result<()> {
+    let cluster = TestCluster::start().await?;
+    let namespaces: Api<Namespace> = Api::all(cluster.client());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "scratch"}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client(), "scratch");
+    cms.create(&PostParams::default(), &cm("inside")).await?;
+    namespaces.delete("scratch", &Default::default()).await?;
+    let refused = cms.create(&PostParams::default(), &cm("late")).await;
+    assert!(refused.is_err() || matches!(namespaces.get_opt("scratch").await, Ok(None)));
+    wait_until("the namespace is gone", WAIT, || async {
+        matches!(namespaces.get_opt("scratch").await, Ok(None))
+    })
+    .await?;
+    assert!(matches!(cms.get_opt("inside").await, Ok(None)));
+    Ok(())
+}
