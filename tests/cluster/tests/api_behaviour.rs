@@ -895,3 +895,57 @@ async fn invalid_names_and_labels_are_rejected_as_invalid() -> Result<()> {
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_selector_watch_sees_objects_enter_and_leave_the_selection() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    let rv = cms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let wp = WatchParams::default().labels("team=a").timeout(30);
+    let mut stream = cms.watch(&wp, &rv).await?.boxed();
+    let mut obj = cm("mover", json!({}));
+    obj.metadata.labels = Some([("team".to_string(), "b".to_string())].into());
+    cms.create(&PostParams::default(), &obj).await?;
+    let relabel = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    cms.patch("mover", &PatchParams::default(), &relabel("a"))
+        .await?;
+    cms.patch("mover", &PatchParams::default(), &relabel("b"))
+        .await?;
+    let first = next_change(&mut stream).await?;
+    let second = next_change(&mut stream).await?;
+    assert_eq!(first, ("ADDED".to_string(), "mover".to_string()));
+    assert_eq!(second, ("DELETED".to_string(), "mover".to_string()));
+    env.teardown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_watch_ends_after_its_timeout() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    let rv = cms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await?
+        .boxed();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(event) = stream.next().await {
+            event?;
+        }
+        Ok::<_, kube::Error>(())
+    })
+    .await;
+    assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+    env.teardown().await?;
+    Ok(())
+}

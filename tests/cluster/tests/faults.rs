@@ -274,3 +274,31 @@ async fn deleting_a_namespace_removes_its_content_then_the_namespace() -> Result
     assert!(matches!(cms.get_opt("inside").await, Ok(None)));
     Ok(())
 }
+
+#[tokio::test]
+async fn watches_asking_for_bookmarks_receive_them() -> Result<()> {
+    let options = wasmdaemon_testcluster::ServerOptions {
+        bookmark_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let cluster = TestCluster::start_with(options).await?;
+    let cms: Api<ConfigMap> = Api::default_namespaced(cluster.client());
+    let rv = cms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let wp = kube::api::WatchParams {
+        bookmarks: true,
+        ..Default::default()
+    }
+    .timeout(30);
+    let mut stream = cms.watch(&wp, &rv).await?.boxed();
+    let event = tokio::time::timeout(WAIT, stream.next()).await?;
+    assert!(
+        matches!(event, Some(Ok(kube::api::WatchEvent::Bookmark(_)))),
+        "{event:?}"
+    );
+    Ok(())
+}
