@@ -17,7 +17,7 @@ use super::store::{FailureKind, PluginStore, Source, SwapFailure};
 use crate::plugin::digest_of;
 
 /// The default time between two scans.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What identifies one state of a file without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
