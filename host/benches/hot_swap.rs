@@ -116,7 +116,7 @@ fn swap_latency(
     let dir = tempfile::tempdir().expect("plugin dir");
     let path = dir.path().join(format!("{PLUGIN}.wasm"));
     std::fs::write(&path, &versions[0]).expect("first version");
-    let _watch =
+    let watch =
         DirWatch::start(store.clone(), dir.path().to_path_buf(), POLL_INTERVAL).expect("watch");
 
     let nodes: Arc<Vec<Node>> = Arc::new((0..nodes).map(node).collect());
@@ -192,10 +192,10 @@ fn swap_latency(
         swapped.push(at_swap - written);
         replanned.push(at_done - written);
     }
-    drop(_watch);
-    drop(store);
-    drop(done_rx);
-    let _ = worker;
+    drop(watch);
+    // The planner thread holds the store, so its receiver never closes; it stays detached and
+    // ends with the process.
+    drop(worker);
     (swapped, replanned)
 }
 
@@ -302,8 +302,12 @@ fn set(i: usize) -> WasmDaemonSet {
 }
 
 fn node(i: usize) -> Node {
-    let arch = if i % 4 == 0 { "arm64" } else { "amd64" };
-    let memory = if i % 7 == 0 { "512Gi" } else { "64Gi" };
+    let arch = if i.is_multiple_of(4) {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let memory = if i.is_multiple_of(7) { "512Gi" } else { "64Gi" };
     let mut labels: BTreeMap<String, String> = (0..15)
         .map(|k| {
             (
