@@ -563,6 +563,18 @@ fn list(
     Ok(json_response(200, out.freeze()))
 }
 
+/// An age the way kubectl prints it (`45s`, `3m20s`, `5h`, `2d`).
+fn human_age(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..600 => format!("{}m{}s", secs / 60, secs % 60),
+        600..10_800 => format!("{}m", secs / 60),
+        10_800..172_800 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
 fn table_of(def: &ResourceDef, items: &[Arc<Stored>], cont: Option<&str>, rv: u64) -> Value {
     let now = k8s_openapi::jiff::Timestamp::now();
     let rows: Vec<Value> = items
@@ -572,7 +584,7 @@ fn table_of(def: &ResourceDef, items: &[Arc<Stored>], cont: Option<&str>, rv: u6
             let age = meta["creationTimestamp"]
                 .as_str()
                 .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
-                .map(|t| format!("{}s", now.duration_since(t).as_secs()))
+                .map(|t| human_age(now.duration_since(t).as_secs()))
                 .unwrap_or_default();
             let mut partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta});
             if let Some(m) = partial["metadata"].as_object_mut() {

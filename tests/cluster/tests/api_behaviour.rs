@@ -949,3 +949,39 @@ async fn a_watch_ends_after_its_timeout() -> Result<()> {
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn delete_collection_removes_only_the_selected_objects() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    for (name, team) in [("a1", "a"), ("a2", "a"), ("b1", "b")] {
+        let mut obj = cm(name, json!({}));
+        obj.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        cms.create(&PostParams::default(), &obj).await?;
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("team=a"),
+    )
+    .await?;
+    env.wait_until("only the b object is left", WAIT, || async {
+        match cms.list(&ListParams::default()).await {
+            Ok(l) => {
+                let names: Vec<String> = l
+                    .items
+                    .into_iter()
+                    .filter_map(|c| c.metadata.name)
+                    .collect();
+                if names == ["b1"] {
+                    Ok(())
+                } else {
+                    Err(format!("{names:?}"))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    env.teardown().await?;
+    Ok(())
+}
