@@ -644,13 +644,7 @@ fn patch_object(
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut doc, &p.0).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })?;
+            apply_json_patch(&mut doc, p)?;
         }
         "application/strategic-merge-patch+json" if def.strategic => {
             let p: Value = serde_json::from_slice(body).map_err(|e| {
@@ -661,6 +655,35 @@ fn patch_object(
         other => return Err(ApiError::unsupported_media(other)),
     }
     Ok((200, state.update(def, ns, name, sub, doc)?))
+}
+
+/// Applies an RFC 6902 patch with kube-apiserver's reading of `test`: a test for `null` passes
+/// when the tested member is absent (kube-runtime's finalizer helper relies on this).
+fn apply_json_patch(doc: &mut Value, patch: json_patch::Patch) -> Result<(), ApiError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {e}"),
+        )
+    };
+    for op in patch.0 {
+        if let json_patch::PatchOperation::Test(test) = &op
+            && test.value.is_null()
+            && doc.pointer(test.path.as_str()).is_none()
+        {
+            let parent = test
+                .path
+                .parent()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            if doc.pointer(&parent).is_some() {
+                continue;
+            }
+        }
+        json_patch::patch(doc, std::slice::from_ref(&op)).map_err(|e| invalid(&e))?;
+    }
+    Ok(())
 }
 
 /// Server-side apply, approximated.

@@ -985,3 +985,80 @@ async fn delete_collection_removes_only_the_selected_objects() -> Result<()> {
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_json_patch_testing_for_absent_finalizers_adds_the_first_one() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    cms.create(&PostParams::default(), &cm("fin", json!({})))
+        .await?;
+    let add_first: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": null},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["test.wasmdaemon.io/x"]}
+    ]))?;
+    let added = cms
+        .patch(
+            "fin",
+            &PatchParams::default(),
+            &Patch::<()>::Json(add_first.clone()),
+        )
+        .await?;
+    assert_eq!(
+        added.metadata.finalizers.unwrap_or_default(),
+        ["test.wasmdaemon.io/x"]
+    );
+    let again = cms
+        .patch(
+            "fin",
+            &PatchParams::default(),
+            &Patch::<()>::Json(add_first),
+        )
+        .await;
+    assert_eq!(
+        again.err().as_ref().and_then(code_of).map(|c| c.0),
+        Some(422)
+    );
+    cms.patch(
+        "fin",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    env.teardown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_runtime_event_recorder_publishes_and_repeats_events() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    let target = cms
+        .create(&PostParams::default(), &cm("noisy", json!({})))
+        .await?;
+    let reporter = kube::runtime::events::Reporter {
+        controller: "wasmdaemon-test".into(),
+        instance: None,
+    };
+    let recorder = kube::runtime::events::Recorder::new(env.client(), reporter);
+    let reference = kube::Resource::object_ref(&target, &());
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Normal,
+        reason: "Tested".into(),
+        note: Some("hello".into()),
+        action: "Testing".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &reference).await?;
+    recorder.publish(&event, &reference).await?;
+    let core: Api<k8s_openapi::api::core::v1::Event> = env.api();
+    let listed = core.list(&ListParams::default()).await?;
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].message.as_deref(), Some("hello"));
+    let v1: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let series = v1.list(&ListParams::default()).await?.items[0]
+        .series
+        .clone();
+    assert_eq!(series.map(|s| s.count), Some(2));
+    env.teardown().await?;
+    Ok(())
+}
