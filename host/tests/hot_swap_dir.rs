@@ -143,6 +143,23 @@ fn a_component_that_is_not_a_placement_plugin_is_refused() {
 }
 
 #[test]
+fn a_component_whose_describe_traps_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.wasm");
+    let good = echo_version("good");
+    std::fs::write(&path, &good).unwrap();
+    let store = store(engine(), &Sets::default(), false);
+    let mut events = store.subscribe();
+    let _watch = watch(&store, dir.path());
+
+    let trapping = bytes_of(env!("WASMDAEMON_TEST_PLUGIN_DESCRIBE_TRAP"));
+    write_atomically(&path, &trapping);
+    let failure = next_failure(&store, &mut events, &digest_of(&trapping));
+    assert_eq!(failure.kind, FailureKind::Describe, "{failure}");
+    assert_eq!(current(&store, "p"), digest_of(&good));
+}
+
+#[test]
 fn a_version_that_rejects_a_sets_config_is_refused_for_every_set() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.wasm");
@@ -169,6 +186,11 @@ fn a_version_that_rejects_a_sets_config_is_refused_for_every_set() {
     assert_eq!(current(&store, "p"), digest_of(&v1), "both sets stay on v1");
 
     sets.replace("p", set_use("edited", "null", None));
+    wait_until(
+        &store,
+        "v2 is offered again once the set no longer conflicts",
+        || current(&store, "p") == digest_of(&v2),
+    );
     let v3 = echo_version("v3");
     write_atomically(&path, &v3);
     wait_until(&store, "v3 becomes current", || {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -13,6 +14,9 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::store::{FailureKind, PluginStore, Source, SwapFailure};
+
+/// How often versions refused for a set's config are reconsidered.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The label that marks a plugin ConfigMap.
 pub const LABEL: &str = "wasmdaemon.io/plugin";
@@ -161,14 +165,28 @@ impl ConfigMapSync {
 /// Watches the plugin ConfigMaps of `namespace` until the returned future is dropped.
 ///
 /// Each event is applied on a blocking thread (compiling and validating run guest code), one
-/// at a time and in order. Watch errors are retried with backoff and logged at debug.
+/// at a time and in order. Watch errors are retried with backoff and logged at debug. Every
+/// second, versions refused for a set's config are reconsidered.
 pub async fn watch(store: Arc<PluginStore>, client: kube::Client, namespace: String) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().labels(LABEL);
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut sync = Some(ConfigMapSync::new(store, &namespace));
+    let mut sync = Some(ConfigMapSync::new(store.clone(), &namespace));
 
-    while let Some(event) = events.next().await {
+    let mut retry = tokio::time::interval(RETRY_INTERVAL);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = retry.tick() => {
+                let store = store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.retry_refused()).await;
+                continue;
+            }
+        };
+        let Some(event) = event else {
+            return;
+        };
         let event = match event {
             Ok(event) => event,
             Err(error) => {

@@ -77,8 +77,9 @@ impl DirScanner {
         &self.dir
     }
 
-    /// Offers every new or changed file to `store` and removes plugins whose file is gone.
-    /// Returns how many plugins were offered or removed.
+    /// Offers every new or changed file to `store`, removes plugins whose file is gone, and
+    /// retries versions refused for a set's config ([`PluginStore::retry_refused`]). Returns
+    /// how many plugins were offered or removed.
     ///
     /// An unreadable directory changes nothing (a volume being remounted must not look like
     /// every plugin deleted); it is logged once.
@@ -116,7 +117,7 @@ impl DirScanner {
             store.remove(&name, &Source::File(self.path_of(&name)));
             changes += 1;
         }
-        changes
+        changes + store.retry_refused()
     }
 
     /// `<name>.wasm` entries whose target is a regular file, by plugin name. Hidden entries

@@ -199,6 +199,13 @@ impl SwapMetrics {
 
 type Users = Arc<dyn Fn(&str) -> Vec<SetUse> + Send + Sync>;
 
+#[derive(Clone)]
+struct Refused {
+    source: Source,
+    bytes: Arc<[u8]>,
+    users: Vec<SetUse>,
+}
+
 struct Entry {
     current: Arc<LoadedPlugin>,
     source: Source,
@@ -215,6 +222,9 @@ pub struct PluginStore {
     entries: RwLock<HashMap<String, Entry>>,
     /// Refusals of plugins that have no good version yet.
     orphan_failures: Mutex<HashMap<String, SwapFailure>>,
+    /// Versions refused only because a set's config was rejected, with the sets as they were
+    /// then; offered again by [`retry_refused`](Self::retry_refused) once those sets change.
+    refused: Mutex<HashMap<String, Refused>>,
     users: RwLock<Option<Users>>,
     /// Held for a whole offer or removal, so two versions of a plugin never race to current.
     swapping: Mutex<()>,
@@ -231,6 +241,7 @@ impl PluginStore {
             allow_stock_override,
             entries: RwLock::default(),
             orphan_failures: Mutex::default(),
+            refused: Mutex::default(),
             users: RwLock::default(),
             swapping: Mutex::new(()),
             events: broadcast::channel(EVENT_BUFFER).0,
@@ -386,6 +397,10 @@ impl PluginStore {
                 self.refuse(fail(FailureKind::ShadowsStock, message)),
             ));
         }
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
         if let Some(unchanged) = self.unchanged(name, &source, &digest) {
             return Ok(unchanged);
         }
@@ -414,6 +429,15 @@ impl PluginStore {
             let message: Vec<String> = rejected.iter().map(|(s, e)| format!("{s}: {e}")).collect();
             let mut failure = fail(FailureKind::ValidateConfig, message.join("; "));
             failure.sets = rejected.iter().map(|(s, _)| s.to_string()).collect();
+            let refused = Refused {
+                source: source.clone(),
+                bytes: Arc::from(bytes),
+                users: users.clone(),
+            };
+            self.refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_string(), refused);
             return Err(Box::new(self.refuse(failure)));
         }
 
@@ -512,12 +536,37 @@ impl PluginStore {
         failure
     }
 
+    /// Offers again each version refused for a set's config once the sets using its plugin
+    /// changed (a set was edited, added or deleted). Sources call this periodically; it costs
+    /// one look at the sets per refused version. Returns how many were offered.
+    pub fn retry_refused(&self) -> usize {
+        let candidates: Vec<(String, Refused)> = {
+            let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            refused
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect()
+        };
+        let mut offered = 0;
+        for (name, refused) in candidates {
+            if self.users_of(&name) != refused.users {
+                offered += 1;
+                let _ = self.offer(&name, refused.source, &refused.bytes);
+            }
+        }
+        offered
+    }
+
     /// The source of `name` went away. Ignored when another source provides it now. When sets
     /// still use it, its last good version stays current, flagged as removed.
     pub fn remove(&self, name: &str, source: &Source) {
         let _swapping = self.swapping.lock().unwrap_or_else(PoisonError::into_inner);
         let users = self.users_of(name);
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|n, r| n != name || r.source != *source);
         let Some(entry) = entries.get_mut(name).filter(|e| e.source == *source) else {
             drop(entries);
             self.orphan_failures
