@@ -69,24 +69,32 @@ impl TestEnv {
     /// The in-process cluster (with simulated scheduler and kubelet), or the cluster named by
     /// `WASMDAEMON_TEST_KUBECONFIG` (with the simulated kubelet for this environment's nodes).
     pub async fn new() -> Result<Self, EnvError> {
+        Self::with_kubelet(KubeletConfig::default()).await
+    }
+
+    /// Like [`TestEnv::new`] with a differently configured simulated kubelet.
+    pub async fn with_kubelet(kubelet: KubeletConfig) -> Result<Self, EnvError> {
         match std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) {
-            Some(path) => Self::existing(PathBuf::from(path)).await,
-            None => Self::in_process().await,
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let client = client_from_kubeconfig(&path).await?;
+                Self::finish(client, None, path, None, kubelet).await
+            }
+            None => Self::in_process_with(kubelet).await,
         }
     }
 
     /// Always the in-process cluster.
     pub async fn in_process() -> Result<Self, EnvError> {
+        Self::in_process_with(KubeletConfig::default()).await
+    }
+
+    async fn in_process_with(kubelet: KubeletConfig) -> Result<Self, EnvError> {
         let cluster = TestCluster::start().await?;
         let client = cluster.client();
         let kubeconfig = cluster.kubeconfig_path();
         let scheduler = Some(Scheduler::start(client.clone()));
-        Self::finish(client, Some(cluster), kubeconfig, scheduler).await
-    }
-
-    async fn existing(path: PathBuf) -> Result<Self, EnvError> {
-        let client = client_from_kubeconfig(&path).await?;
-        Self::finish(client, None, path, None).await
+        Self::finish(client, Some(cluster), kubeconfig, scheduler, kubelet).await
     }
 
     async fn finish(
@@ -94,6 +102,7 @@ impl TestEnv {
         cluster: Option<TestCluster>,
         kubeconfig: PathBuf,
         scheduler: Option<Scheduler>,
+        kubelet: KubeletConfig,
     ) -> Result<Self, EnvError> {
         let prefix = format!("wdt-{}", unique_suffix());
         let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -114,7 +123,7 @@ impl TestEnv {
                 tracing::warn!("{e}");
             }
         }
-        let kubelet = Some(Kubelet::start(client.clone(), KubeletConfig::default()));
+        let kubelet = Some(Kubelet::start(client.clone(), kubelet));
         Ok(Self {
             client,
             namespace: prefix.clone(),

@@ -51,6 +51,8 @@ struct Inner {
     client: kube::Client,
     config: KubeletConfig,
     nodes: Mutex<HashSet<String>>,
+    /// Registered nodes currently reported NotReady; their running pods are not Ready either.
+    not_ready: Mutex<HashSet<String>>,
     fates: Mutex<HashMap<(String, String), PodFate>>,
     rules: Mutex<Vec<FateRule>>,
     /// Pods with a status change scheduled, to avoid scheduling it twice.
@@ -165,13 +167,30 @@ fn current_fate(pod: &Pod) -> Option<PodFate> {
 
 impl Inner {
     fn fate_of(&self, pod: &Pod) -> PodFate {
-        if let Some(f) = lock(&self.fates).get(&key(pod)) {
-            return *f;
+        let explicit = lock(&self.fates).get(&key(pod)).copied();
+        let fate = explicit
+            .or_else(|| lock(&self.rules).iter().find_map(|r| r(pod)))
+            .unwrap_or(PodFate::Ready);
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or_default();
+        if fate == PodFate::Ready && lock(&self.not_ready).contains(node) {
+            // As the node lifecycle controller marks pods of a NotReady node.
+            return PodFate::NotReady;
         }
-        lock(&self.rules)
-            .iter()
-            .find_map(|r| r(pod))
-            .unwrap_or(PodFate::Ready)
+        fate
+    }
+
+    /// Re-evaluates every pod bound to `node`.
+    async fn resync_node(self: &Arc<Self>, node: &str) -> Result<(), kube::Error> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
+        for pod in pods.list(&lp).await? {
+            self.handle(pod).await;
+        }
+        Ok(())
     }
 
     fn owns(&self, pod: &Pod) -> bool {
@@ -244,6 +263,7 @@ impl Kubelet {
             client,
             config,
             nodes: Mutex::default(),
+            not_ready: Mutex::default(),
             fates: Mutex::default(),
             rules: Mutex::default(),
             in_flight: Mutex::default(),
@@ -260,13 +280,7 @@ impl Kubelet {
     pub async fn register_node(&self, node: &str) -> Result<(), kube::Error> {
         lock(&self.inner.nodes).insert(node.to_string());
         renew_lease(&self.inner.client, node).await?;
-        self.set_node_ready(node, true).await?;
-        let pods: Api<Pod> = Api::all(self.inner.client.clone());
-        let lp = kube::api::ListParams::default().fields(&format!("spec.nodeName={node}"));
-        for pod in pods.list(&lp).await? {
-            self.inner.handle(pod).await;
-        }
-        Ok(())
+        self.set_node_ready(node, true).await
     }
 
     /// Stops managing `node` (its pods stay as they are).
@@ -282,9 +296,14 @@ impl Kubelet {
     }
 
     /// Reports `node` Ready or NotReady. NotReady also adds the `node.kubernetes.io/not-ready`
-    /// NoSchedule and NoExecute taints, as the node lifecycle controller would; Ready removes
-    /// them.
+    /// NoSchedule and NoExecute taints and reports the node's running pods not Ready, as the
+    /// node lifecycle controller would; Ready undoes both.
     pub async fn set_node_ready(&self, node: &str, ready: bool) -> Result<(), kube::Error> {
+        if ready {
+            lock(&self.inner.not_ready).remove(node);
+        } else {
+            lock(&self.inner.not_ready).insert(node.to_string());
+        }
         let api: Api<Node> = Api::all(self.inner.client.clone());
         let reason = if ready {
             "KubeletReady"
@@ -315,7 +334,8 @@ impl Kubelet {
                 }
             }
         })
-        .await
+        .await?;
+        self.inner.resync_node(node).await
     }
 
     /// Gives one pod a fate, now and for as long as it exists.

@@ -309,3 +309,19 @@ async fn removing_a_node_removes_its_pods() -> Result<()> {
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn pods_of_a_not_ready_node_lose_readiness_until_it_recovers() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let node = env.add_node("flaky", &NodeShape::new()).await?;
+    let pods: Api<Pod> = env.api();
+    pods.create(&PostParams::default(), &pod("rider", pinned_to(&node)))
+        .await?;
+    wait_running(&env, &pods, "rider", &node, true).await?;
+    env.kubelet().set_node_ready(&node, false).await?;
+    wait_running(&env, &pods, "rider", &node, false).await?;
+    env.kubelet().set_node_ready(&node, true).await?;
+    wait_running(&env, &pods, "rider", &node, true).await?;
+    env.teardown().await?;
+    Ok(())
+}
