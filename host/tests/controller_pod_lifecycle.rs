@@ -154,8 +154,11 @@ async fn an_orphan_matching_the_selector_is_adopted_instead_of_duplicated() {
         .create(&PostParams::default(), &orphan)
         .await
         .expect("orphan is created");
+    // OnDelete: the adopted pod's rendering differs from the set's (it has no spec-hash label),
+    // and a rolling update would rightly replace it; this test is about adoption alone.
+    let on_delete = json!({"updateStrategy": {"type": "OnDelete"}});
     let set = env
-        .create_set(&env.set("agent", "", "agent:1", json!({})))
+        .create_set(&env.set("agent", "", "agent:1", on_delete))
         .await;
     let controller = env.start_controller(None);
 
