@@ -73,7 +73,7 @@ pub struct When {
 
 impl Rule {
     /// The decision this rule gives a matching node.
-    pub fn decision(&self) -> Decision {
+    pub fn decision(&self) -> Decision<'_> {
         outcome_decision(self.variant.as_deref(), self.skip.as_deref())
     }
 }

@@ -1,12 +1,12 @@
 //! Stock `hardware` plugin: picks a pod variant from a node's GPUs, architecture, memory and type.
 //!
-//! The decision logic lives in [`logic`] and works on the contract types directly, so the same
-//! code runs inside the WebAssembly component and natively (tests, benchmarks).
+//! The decision logic lives in [`logic`] and works on the SDK's batch view, so the same code runs
+//! inside the WebAssembly component and natively (tests, benchmarks).
 
 pub mod config;
 pub mod logic;
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, Nodes, Plugin, PluginInfo, SetInfo};
 
 pub use config::Config;
 
@@ -34,7 +34,11 @@ impl Plugin for Hardware {
         config.check(variants)
     }
 
-    fn decide(_set: &SetInfo, config: &Config, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _set: &'a SetInfo,
+        config: &'a Config,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         Ok(logic::decide(config, nodes))
     }
 }

@@ -1,10 +1,11 @@
 //! Reading a node's hardware and picking the first matching rule; plain Rust, no WebAssembly.
 
-use wasmdaemon_plugin_sdk::{Decision, Node};
+use wasmdaemon_plugin_sdk::{Decision, KeySlots, NodeRef, Nodes};
 
 use crate::config::{Config, GpuVendor, When};
 
-/// Labels the plugin reads. The host sends only these (see `describe`).
+/// Labels the plugin reads. The host sends only these (see `describe`). [`Hardware::of`]
+/// dispatches on the position of a key in this list.
 pub const LABELS: &[&str] = &[
     ARCH_LABEL,
     OS_LABEL,
@@ -24,7 +25,8 @@ pub const LABELS: &[&str] = &[
     "feature.node.kubernetes.io/pci-0380_8086.present",
 ];
 
-/// Resources the plugin reads from capacity (or allocatable when capacity lacks them).
+/// Resources the plugin reads from capacity (or allocatable when capacity lacks them), in the
+/// order [`Hardware::of`] dispatches on.
 pub const RESOURCES: &[&str] = &[
     "cpu",
     "memory",
@@ -68,6 +70,46 @@ pub struct Hardware<'a> {
     pub cpu: Option<i64>,
 }
 
+/// Positions in [`LABELS`].
+mod label {
+    pub const ARCH: usize = 0;
+    pub const OS: usize = 1;
+    pub const INSTANCE_TYPE: usize = 2;
+    pub const NVIDIA_COUNT: usize = 3;
+    pub const NVIDIA_PRODUCT: usize = 4;
+    pub const NVIDIA_PRESENT: usize = 5;
+    pub const AMD_PRODUCT: usize = 6;
+    pub const GKE_ACCELERATOR: usize = 7;
+    pub const NVIDIA_PCI: std::ops::RangeInclusive<usize> = 8..=10;
+    pub const AMD_PCI: std::ops::RangeInclusive<usize> = 11..=13;
+    pub const INTEL_PCI: std::ops::RangeInclusive<usize> = 14..=15;
+}
+
+/// Positions in [`RESOURCES`].
+mod resource {
+    pub const CPU: usize = 0;
+    pub const MEMORY: usize = 1;
+    pub const NVIDIA: usize = 2;
+    pub const AMD: usize = 3;
+    pub const INTEL: std::ops::RangeInclusive<usize> = 4..=5;
+}
+
+/// The keys the plugin reads, resolved once per batch so that reading a node compares integers.
+pub struct Keys {
+    labels: KeySlots,
+    resources: KeySlots,
+}
+
+impl Keys {
+    /// Resolves [`LABELS`] and [`RESOURCES`] against a batch.
+    pub fn of(nodes: &Nodes<'_>) -> Self {
+        Keys {
+            labels: nodes.key_slots(LABELS),
+            resources: nodes.key_slots(RESOURCES),
+        }
+    }
+}
+
 impl<'a> Hardware<'a> {
     /// Reads a node's hardware from its labels and resources in one pass over each.
     ///
@@ -75,69 +117,58 @@ impl<'a> Hardware<'a> {
     /// discovery (`nvidia.com/gpu.count`), the extended resource in capacity (else allocatable),
     /// or one when only a presence label (product, `gpu.present`, GKE's accelerator label, a PCI
     /// label from node feature discovery) shows the vendor.
-    pub fn of(node: &'a Node) -> Self {
+    pub fn of(node: NodeRef<'a>, keys: &Keys) -> Self {
         let mut hardware = Hardware::default();
         let mut counted = [None::<u32>; 3];
         let mut present = [false; 3];
-        for label in &node.labels {
-            let value = label.value.as_str();
-            match label.key.as_str() {
-                ARCH_LABEL => hardware.arch = Some(value),
-                OS_LABEL => hardware.os = Some(value),
-                INSTANCE_TYPE_LABEL => hardware.instance_type = Some(value),
-                "nvidia.com/gpu.count" => counted[NVIDIA] = value.parse().ok(),
-                "nvidia.com/gpu.product" => {
+        for (key, value) in node.label_keys() {
+            let Some(slot) = keys.labels.slot(key) else {
+                continue;
+            };
+            match slot {
+                label::ARCH => hardware.arch = Some(value),
+                label::OS => hardware.os = Some(value),
+                label::INSTANCE_TYPE => hardware.instance_type = Some(value),
+                label::NVIDIA_COUNT => counted[NVIDIA] = value.parse().ok(),
+                label::NVIDIA_PRODUCT => {
                     hardware.nvidia_product = Some(value);
                     present[NVIDIA] = true;
                 }
-                "amd.com/gpu.product-name" => {
+                label::AMD_PRODUCT => {
                     hardware.amd_product = Some(value);
                     present[AMD] = true;
                 }
-                GKE_ACCELERATOR_LABEL => present[NVIDIA] |= value.starts_with("nvidia-"),
-                "nvidia.com/gpu.present"
-                | "feature.node.kubernetes.io/pci-10de.present"
-                | "feature.node.kubernetes.io/pci-0300_10de.present"
-                | "feature.node.kubernetes.io/pci-0302_10de.present" => {
-                    present[NVIDIA] |= value == "true";
-                }
-                "feature.node.kubernetes.io/pci-1002.present"
-                | "feature.node.kubernetes.io/pci-0300_1002.present"
-                | "feature.node.kubernetes.io/pci-0380_1002.present" => {
-                    present[AMD] |= value == "true";
-                }
-                "feature.node.kubernetes.io/pci-0300_8086.present"
-                | "feature.node.kubernetes.io/pci-0380_8086.present" => {
-                    present[INTEL] |= value == "true";
-                }
+                label::GKE_ACCELERATOR => present[NVIDIA] |= value.starts_with("nvidia-"),
+                label::NVIDIA_PRESENT => present[NVIDIA] |= value == "true",
+                slot if label::NVIDIA_PCI.contains(&slot) => present[NVIDIA] |= value == "true",
+                slot if label::AMD_PCI.contains(&slot) => present[AMD] |= value == "true",
+                slot if label::INTEL_PCI.contains(&slot) => present[INTEL] |= value == "true",
                 _ => {}
             }
         }
         if hardware.arch.is_none() || hardware.os.is_none() {
-            let info = node.info.as_ref();
+            let info = node.info();
             let nonempty = |text: &'a str| Some(text).filter(|text| !text.is_empty());
             hardware.arch = hardware
                 .arch
-                .or(info.and_then(|i| nonempty(&i.architecture)));
+                .or(info.and_then(|i| nonempty(i.architecture)));
             hardware.os = hardware
                 .os
-                .or(info.and_then(|i| nonempty(&i.operating_system)));
+                .or(info.and_then(|i| nonempty(i.operating_system)));
         }
 
         let mut extended = [None::<i64>; 3];
-        for resources in [&node.capacity, &node.allocatable] {
-            for resource in resources {
-                let slot = match resource.name.as_str() {
-                    "memory" => &mut hardware.memory,
-                    "cpu" => &mut hardware.cpu,
-                    NVIDIA_GPU => &mut extended[NVIDIA],
-                    AMD_GPU => &mut extended[AMD],
-                    INTEL_GPU_I915 | INTEL_GPU_XE => &mut extended[INTEL],
-                    _ => continue,
-                };
-                // Capacity comes first, so allocatable only fills what capacity left out.
-                slot.get_or_insert(resource.milli_value);
-            }
+        for (key, milli_value) in node.amount_keys() {
+            let slot = match keys.resources.slot(key) {
+                Some(resource::MEMORY) => &mut hardware.memory,
+                Some(resource::CPU) => &mut hardware.cpu,
+                Some(resource::NVIDIA) => &mut extended[NVIDIA],
+                Some(resource::AMD) => &mut extended[AMD],
+                Some(slot) if resource::INTEL.contains(&slot) => &mut extended[INTEL],
+                _ => continue,
+            };
+            // Capacity comes first, so allocatable only fills what capacity left out.
+            slot.get_or_insert(milli_value);
         }
 
         for vendor in [NVIDIA, AMD, INTEL] {
@@ -242,8 +273,8 @@ pub fn pattern_matches(pattern: &str, value: &str) -> bool {
 }
 
 /// Decides one node: the first matching rule's outcome, else the config's default.
-pub fn decide_node(config: &Config, node: &Node) -> Decision {
-    let hardware = Hardware::of(node);
+pub fn decide_node<'c>(config: &'c Config, node: NodeRef<'_>, keys: &Keys) -> Decision<'c> {
+    let hardware = Hardware::of(node, keys);
     match config
         .rules
         .iter()
@@ -254,7 +285,12 @@ pub fn decide_node(config: &Config, node: &Node) -> Decision {
     }
 }
 
-/// Decides a batch: one decision per node, in order.
-pub fn decide(config: &Config, nodes: &[Node]) -> Vec<Decision> {
-    nodes.iter().map(|node| decide_node(config, node)).collect()
+/// Decides a batch: one decision per node, in order. The decisions borrow their names and
+/// reasons from the config.
+pub fn decide<'c>(config: &'c Config, nodes: &Nodes<'_>) -> Vec<Decision<'c>> {
+    let keys = Keys::of(nodes);
+    nodes
+        .iter()
+        .map(|node| decide_node(config, node, &keys))
+        .collect()
 }

@@ -1,10 +1,12 @@
 //! Unit tests of the `hardware` plugin's config checks and decisions, run natively.
 
-use wasmdaemon_plugin_sdk::{Decision, Node, NodeInfo, Plugin, SetInfo, parse_config};
+use wasmdaemon_plugin_sdk::{
+    BatchBuilder, Decision, NodeInfoSpec, NodeSpec, Nodes, Plugin, SetInfo, parse_config, wit,
+};
 
 use crate::Hardware;
 use crate::config::{Config, GpuVendor};
-use crate::logic::{self, Hardware as Facts};
+use crate::logic::{self, Hardware as Facts, Keys};
 
 const GI: i64 = 1_073_741_824_000;
 
@@ -36,12 +38,43 @@ const EXAMPLE: &str = r#"{
     "default": {}
 }"#;
 
-fn x86() -> Node {
+/// Decides natively, with the decisions made owned so they outlive the batch.
+fn decide(config: &Config, nodes: impl IntoIterator<Item = NodeSpec>) -> Vec<Decision<'static>> {
+    let batch = BatchBuilder::of(nodes);
+    let nodes = Nodes::new(&batch).unwrap();
+    logic::decide(config, &nodes)
+        .into_iter()
+        .map(owned)
+        .collect()
+}
+
+fn decide_node(config: &Config, node: NodeSpec) -> Decision<'static> {
+    decide(config, [node]).remove(0)
+}
+
+fn owned(decision: Decision<'_>) -> Decision<'static> {
+    match decision {
+        Decision::Skip(reason) => Decision::skip(reason.into_owned()),
+        Decision::Run { variant, .. } => match variant {
+            Some(name) => Decision::variant(name.into_owned()),
+            None => Decision::plain(),
+        },
+    }
+}
+
+fn gpus(node: NodeSpec, vendor: GpuVendor) -> u32 {
+    let batch = BatchBuilder::of([node]);
+    let nodes = Nodes::new(&batch).unwrap();
+    let keys = Keys::of(&nodes);
+    Facts::of(nodes.get(0).unwrap(), &keys).gpus(vendor)
+}
+
+fn x86() -> NodeSpec {
     x86_with_memory(64)
 }
 
-fn x86_with_memory(gibibytes: i64) -> Node {
-    Node::named("x86")
+fn x86_with_memory(gibibytes: i64) -> NodeSpec {
+    NodeSpec::named("x86")
         .with_label("kubernetes.io/arch", "amd64")
         .with_capacity("memory", gibibytes * GI)
         .with_capacity("cpu", 16_000)
@@ -57,11 +90,11 @@ fn the_first_matching_rule_wins() {
         .with_capacity("nvidia.com/gpu", 1_000)
         .with_label("nvidia.com/gpu.product", "Tesla-T4");
     let mi300 = x86().with_capacity("amd.com/gpu", 8_000);
-    let graviton = Node::named("arm").with_label("kubernetes.io/arch", "arm64");
+    let graviton = NodeSpec::named("arm").with_label("kubernetes.io/arch", "arm64");
     let big = x86_with_memory(512);
     let burstable = x86().with_label("node.kubernetes.io/instance-type", "t3.large");
     let plain = x86();
-    let decisions = logic::decide(&config, &[a100, t4, mi300, graviton, big, burstable, plain]);
+    let decisions = decide(&config, [a100, t4, mi300, graviton, big, burstable, plain]);
     assert_eq!(
         decisions,
         vec![
@@ -84,12 +117,9 @@ fn the_default_outcome_applies_when_no_rule_matches() {
             "default": {"skip": "not arm"}
         }"#,
     );
-    assert_eq!(logic::decide_node(&skip, &x86()), Decision::skip("not arm"));
+    assert_eq!(decide_node(&skip, x86()), Decision::skip("not arm"));
     let large = config(r#"{"rules": [], "default": {"variant": "large"}}"#);
-    assert_eq!(
-        logic::decide_node(&large, &x86()),
-        Decision::variant("large")
-    );
+    assert_eq!(decide_node(&large, x86()), Decision::variant("large"));
 }
 
 #[test]
@@ -97,19 +127,19 @@ fn gpu_counts_prefer_feature_discovery_then_capacity_then_presence_labels() {
     let labelled = x86()
         .with_label("nvidia.com/gpu.count", "4")
         .with_capacity("nvidia.com/gpu", 8_000);
-    assert_eq!(Facts::of(&labelled).gpus(GpuVendor::Nvidia), 4);
+    assert_eq!(gpus(labelled, GpuVendor::Nvidia), 4);
     let from_capacity = x86().with_capacity("nvidia.com/gpu", 2_000);
-    assert_eq!(Facts::of(&from_capacity).gpus(GpuVendor::Nvidia), 2);
+    assert_eq!(gpus(from_capacity, GpuVendor::Nvidia), 2);
     let from_allocatable = x86().with_allocatable("amd.com/gpu", 3_000);
-    assert_eq!(Facts::of(&from_allocatable).gpus(GpuVendor::Amd), 3);
+    assert_eq!(gpus(from_allocatable, GpuVendor::Amd), 3);
     let from_pci = x86().with_label("feature.node.kubernetes.io/pci-0302_10de.present", "true");
-    assert_eq!(Facts::of(&from_pci).gpus(GpuVendor::Nvidia), 1);
+    assert_eq!(gpus(from_pci, GpuVendor::Nvidia), 1);
     let gke = x86().with_label("cloud.google.com/gke-accelerator", "nvidia-tesla-t4");
-    assert_eq!(Facts::of(&gke).gpus(GpuVendor::Nvidia), 1);
+    assert_eq!(gpus(gke, GpuVendor::Nvidia), 1);
     let intel = x86().with_label("feature.node.kubernetes.io/pci-0300_8086.present", "true");
-    assert_eq!(Facts::of(&intel).gpus(GpuVendor::Intel), 1);
-    assert_eq!(Facts::of(&intel).gpus(GpuVendor::Any), 1);
-    assert_eq!(Facts::of(&x86()).gpus(GpuVendor::Any), 0);
+    assert_eq!(gpus(intel.clone(), GpuVendor::Intel), 1);
+    assert_eq!(gpus(intel, GpuVendor::Any), 1);
+    assert_eq!(gpus(x86(), GpuVendor::Any), 0);
 }
 
 #[test]
@@ -126,7 +156,7 @@ fn gpu_count_bounds_count_all_vendors_without_a_vendor() {
         .with_capacity("amd.com/gpu", 1_000);
     let one = x86().with_capacity("amd.com/gpu", 1_000);
     assert_eq!(
-        logic::decide(&config, &[none, two, one]),
+        decide(&config, [none, two, one]),
         vec![
             Decision::variant("large"),
             Decision::variant("nvidia"),
@@ -143,18 +173,10 @@ fn architecture_falls_back_to_node_info_and_unknown_amounts_match_no_bound() {
             {"when": {"maxMemory": "1Ti"}, "variant": "large"}
         ]}"#,
     );
-    let info = NodeInfo {
-        architecture: "arm64".into(),
-        operating_system: "linux".into(),
-        kernel_version: String::new(),
-        container_runtime_version: String::new(),
-        kubelet_version: String::new(),
-        os_image: String::new(),
-    };
-    let node = Node::named("n").with_info(info);
-    assert_eq!(logic::decide_node(&config, &node), Decision::variant("arm"));
+    let node = NodeSpec::named("n").with_info(NodeInfoSpec::new("arm64", "linux"));
+    assert_eq!(decide_node(&config, node), Decision::variant("arm"));
     assert_eq!(
-        logic::decide_node(&config, &Node::named("bare")),
+        decide_node(&config, NodeSpec::named("bare")),
         Decision::plain()
     );
 }
@@ -239,12 +261,79 @@ fn a_missing_config_is_rejected_with_a_clear_message() {
 #[test]
 fn the_exported_decide_path_parses_the_set_config() {
     let set = SetInfo::new("s", EXAMPLE, variants());
-    let nodes = [x86_with_memory(300), x86()];
-    let decisions = wasmdaemon_plugin_sdk::decide::<Hardware>(&set, &nodes).unwrap();
-    assert_eq!(
-        decisions,
-        vec![Decision::variant("large"), Decision::plain()]
-    );
+    let nodes = BatchBuilder::of([x86_with_memory(300), x86(), x86_with_memory(512)]);
+    let answer = wasmdaemon_plugin_sdk::decide::<Hardware>(&set, &nodes).unwrap();
+    assert_eq!(answer.strings, ["large"]);
+    let run = |variant| {
+        wit::Decision::Run(wit::Run {
+            variant,
+            overrides: None,
+        })
+    };
+    assert_eq!(answer.decisions, [run(Some(0)), run(None), run(Some(0))]);
     let broken = SetInfo::new("s", r#"{"rules": [{"variant": "gone"}]}"#, variants());
     assert!(wasmdaemon_plugin_sdk::decide::<Hardware>(&broken, &nodes).is_err());
+}
+
+/// A cluster-like batch: every node with arch, OS, instance type, CPU and memory; every tenth
+/// with an A100 GPU.
+fn ten_thousand_nodes() -> Vec<NodeSpec> {
+    (0..10_000)
+        .map(|i| {
+            let arch = if i % 4 == 0 { "arm64" } else { "amd64" };
+            let kind = ["m5.large", "t3.large", "p4d.24xlarge"][i % 3];
+            let mut node = NodeSpec::named(format!("node-{i}"))
+                .with_label("kubernetes.io/arch", arch)
+                .with_label("kubernetes.io/os", "linux")
+                .with_label("node.kubernetes.io/instance-type", kind)
+                .with_capacity("cpu", 16_000)
+                .with_capacity("memory", 64 * GI)
+                .with_allocatable("cpu", 15_000)
+                .with_allocatable("memory", 60 * GI);
+            if i % 10 == 0 {
+                node = node
+                    .with_label("nvidia.com/gpu.product", "NVIDIA-A100-SXM4-80GB")
+                    .with_capacity("nvidia.com/gpu", 8_000);
+            }
+            node
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "timing; run with --release -- --ignored --nocapture"]
+fn time_decide_on_ten_thousand_nodes() {
+    let config = config(EXAMPLE);
+    let set = SetInfo::new("s", EXAMPLE, variants());
+    let batch = BatchBuilder::of(ten_thousand_nodes());
+    let rounds = 200;
+    let per_node =
+        |start: std::time::Instant| start.elapsed().as_nanos() as f64 / f64::from(rounds * 10_000);
+
+    let nodes = Nodes::new(&batch).unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(logic::decide(&config, std::hint::black_box(&nodes)));
+    }
+    eprintln!(
+        "logic::decide on a built view: {:.1} ns per node",
+        per_node(start)
+    );
+
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let nodes = Nodes::new(std::hint::black_box(&batch)).unwrap();
+        std::hint::black_box(logic::decide(&config, &nodes));
+    }
+    eprintln!("view + logic::decide: {:.1} ns per node", per_node(start));
+
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        let answer = wasmdaemon_plugin_sdk::decide::<Hardware>(&set, std::hint::black_box(&batch));
+        std::hint::black_box(answer.unwrap());
+    }
+    eprintln!(
+        "sdk::decide (view, logic, answer): {:.1} ns per node",
+        per_node(start)
+    );
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use wasmdaemon_plugin_sdk::config::{Outcome, Problems, check_outcome, outcome_decision};
-use wasmdaemon_plugin_sdk::{Decision, Node};
+use wasmdaemon_plugin_sdk::{Decision, NodeRef};
 
 /// `spec.policy.config` of a set placed by the `label-rules` plugin.
 #[derive(Debug, Clone, Deserialize)]
@@ -69,7 +69,7 @@ pub enum Operator {
 
 impl Selector {
     /// Whether the node's labels satisfy every requirement.
-    pub fn matches(&self, node: &Node) -> bool {
+    pub fn matches(&self, node: NodeRef<'_>) -> bool {
         self.match_labels
             .iter()
             .all(|(key, value)| node.label(key) == Some(value.as_str()))
@@ -99,7 +99,7 @@ impl Selector {
 
 impl Expression {
     /// Whether the node's labels satisfy the requirement.
-    pub fn matches(&self, node: &Node) -> bool {
+    pub fn matches(&self, node: NodeRef<'_>) -> bool {
         let value = node.label(&self.key);
         match self.operator {
             Operator::In => value.is_some_and(|value| self.values.iter().any(|v| v == value)),
@@ -137,7 +137,7 @@ impl Expression {
 
 impl Rule {
     /// The decision this rule gives a selected node.
-    pub fn decision(&self) -> Decision {
+    pub fn decision(&self) -> Decision<'_> {
         outcome_decision(self.variant.as_deref(), self.skip.as_deref())
     }
 }

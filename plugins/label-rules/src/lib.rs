@@ -1,11 +1,11 @@
 //! Stock `label-rules` plugin: ordered label-selector rules pick a variant or skip a node.
 //!
-//! The decision logic works on the contract types directly, so the same code runs inside the
+//! The decision logic works on the SDK's batch view, so the same code runs inside the
 //! WebAssembly component and natively (tests, benchmarks).
 
 pub mod config;
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NodeRef, Nodes, Plugin, PluginInfo, SetInfo};
 
 pub use config::Config;
 
@@ -31,7 +31,11 @@ impl Plugin for LabelRules {
         config.check(variants)
     }
 
-    fn decide(_set: &SetInfo, config: &Config, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _set: &'a SetInfo,
+        config: &'a Config,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         Ok(decide(config, nodes))
     }
 }
@@ -39,15 +43,15 @@ impl Plugin for LabelRules {
 wasmdaemon_plugin_sdk::export_plugin!(LabelRules);
 
 /// Decides one node: the first rule whose selector matches, else the config's default.
-pub fn decide_node(config: &Config, node: &Node) -> Decision {
+pub fn decide_node<'c>(config: &'c Config, node: NodeRef<'_>) -> Decision<'c> {
     match config.rules.iter().find(|rule| rule.selector.matches(node)) {
         Some(rule) => rule.decision(),
         None => config.default.decision(),
     }
 }
 
-/// Decides a batch: one decision per node, in order.
-pub fn decide(config: &Config, nodes: &[Node]) -> Vec<Decision> {
+/// Decides a batch: one decision per node, in order. The decisions borrow from the config.
+pub fn decide<'c>(config: &'c Config, nodes: &Nodes<'_>) -> Vec<Decision<'c>> {
     nodes.iter().map(|node| decide_node(config, node)).collect()
 }
 

@@ -1,8 +1,10 @@
 //! Unit tests of the `label-rules` plugin's selector semantics and config checks, run natively.
 
-use wasmdaemon_plugin_sdk::{Decision, Node, Plugin, SetInfo, parse_config};
+use wasmdaemon_plugin_sdk::{
+    BatchBuilder, Decision, NodeSpec, Nodes, Plugin, SetInfo, parse_config, wit,
+};
 
-use crate::{Config, LabelRules, decide, decide_node};
+use crate::{Config, LabelRules};
 
 fn variants() -> Vec<String> {
     ["gpu", "edge", "arm"].map(String::from).to_vec()
@@ -18,15 +20,33 @@ fn validate(json: &str) -> Result<(), String> {
     wasmdaemon_plugin_sdk::validate_config::<LabelRules>(json, &variants())
 }
 
-fn node(labels: &[(&str, &str)]) -> Node {
-    labels.iter().fold(Node::named("n"), |node, (key, value)| {
-        node.with_label(*key, *value)
-    })
+fn node(labels: &[(&str, &str)]) -> NodeSpec {
+    labels
+        .iter()
+        .fold(NodeSpec::named("n"), |node, (key, value)| {
+            node.with_label(*key, *value)
+        })
+}
+
+/// Decides natively; the outcomes are compared as `(variant, skip reason)`.
+fn decide(config: &Config, nodes: impl IntoIterator<Item = NodeSpec>) -> Vec<Decision<'static>> {
+    let batch = BatchBuilder::of(nodes);
+    let nodes = Nodes::new(&batch).unwrap();
+    crate::decide(config, &nodes)
+        .iter()
+        .map(
+            |decision| match (decision.skip_reason(), decision.variant_name()) {
+                (Some(reason), _) => Decision::skip(reason.to_owned()),
+                (None, Some(variant)) => Decision::variant(variant.to_owned()),
+                (None, None) => Decision::plain(),
+            },
+        )
+        .collect()
 }
 
 fn selects(selector: &str, labels: &[(&str, &str)]) -> bool {
     let json = format!(r#"{{"rules": [{{"selector": {selector}, "variant": "gpu"}}]}}"#);
-    decide_node(&config(&json), &node(labels)) == Decision::variant("gpu")
+    decide(&config(&json), [node(labels)]) == [Decision::variant("gpu")]
 }
 
 #[test]
@@ -92,7 +112,7 @@ fn the_first_matching_rule_wins_and_the_default_covers_the_rest() {
         node(&[]),
     ];
     assert_eq!(
-        decide(&config, &nodes),
+        decide(&config, nodes),
         vec![
             Decision::skip("node is in maintenance"),
             Decision::variant("gpu"),
@@ -162,10 +182,14 @@ fn the_exported_decide_path_parses_the_set_config() {
         r#"{"rules": [{"selector": {"matchLabels": {"a": "1"}}, "variant": "edge"}]}"#,
         variants(),
     );
-    let nodes = [node(&[("a", "1")]), node(&[])];
-    let decisions = wasmdaemon_plugin_sdk::decide::<LabelRules>(&set, &nodes).unwrap();
-    assert_eq!(
-        decisions,
-        vec![Decision::variant("edge"), Decision::plain()]
-    );
+    let nodes = BatchBuilder::of([node(&[("a", "1")]), node(&[])]);
+    let answer = wasmdaemon_plugin_sdk::decide::<LabelRules>(&set, &nodes).unwrap();
+    assert_eq!(answer.strings, ["edge"]);
+    let run = |variant| {
+        wit::Decision::Run(wit::Run {
+            variant,
+            overrides: None,
+        })
+    };
+    assert_eq!(answer.decisions, [run(Some(0)), run(None)]);
 }

@@ -77,7 +77,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// The decision this outcome gives a node.
-    pub fn decision(&self) -> Decision {
+    pub fn decision(&self) -> Decision<'_> {
         outcome_decision(self.variant.as_deref(), self.skip.as_deref())
     }
 
@@ -95,7 +95,7 @@ impl Outcome {
 
 /// The decision for an outcome written as optional `variant` and `skip` fields (a skip wins;
 /// neither means the plain template).
-pub fn outcome_decision(variant: Option<&str>, skip: Option<&str>) -> Decision {
+pub fn outcome_decision<'a>(variant: Option<&'a str>, skip: Option<&'a str>) -> Decision<'a> {
     match (skip, variant) {
         (Some(reason), _) => Decision::skip(reason),
         (None, Some(variant)) => Decision::variant(variant),

@@ -1,9 +1,9 @@
-//! Guest-side SDK for wasmdaemon placement plugins: generated contract types, accessors, exports.
+//! Guest-side SDK for wasmdaemon placement plugins: contract types, node views, exports.
 //!
 //! A plugin is a type implementing [`Plugin`], exported with [`export_plugin!`]:
 //!
 //! ```
-//! use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+//! use wasmdaemon_plugin_sdk::{Decision, Interest, Nodes, Plugin, PluginInfo, SetInfo};
 //!
 //! struct Everywhere;
 //!
@@ -15,11 +15,11 @@
 //!             .with_interest(Interest::nothing())
 //!     }
 //!
-//!     fn decide(
-//!         _set: &SetInfo,
-//!         _config: &Self::Config,
-//!         nodes: &[Node],
-//!     ) -> Result<Vec<Decision>, String> {
+//!     fn decide<'a>(
+//!         _set: &'a SetInfo,
+//!         _config: &'a Self::Config,
+//!         nodes: &'a Nodes<'a>,
+//!     ) -> Result<Vec<Decision<'a>>, String> {
 //!         Ok(nodes.iter().map(|_| Decision::plain()).collect())
 //!     }
 //! }
@@ -28,9 +28,13 @@
 //! # fn main() {}
 //! ```
 //!
-//! The types are the ones `wit-bindgen` generates from `wit/placement.wit`; they are plain Rust
-//! structs and enums, so plugin logic also builds and runs natively for unit tests and benchmarks.
-//! On non-wasm targets [`export_plugin!`] expands to nothing and [`log()`] writes to stderr.
+//! Nodes arrive as a columnar batch (the WIT `node-batch`, every distinct string once); the SDK
+//! checks it and hands [`Plugin::decide`] a [`Nodes`] view whose [`NodeRef`]s read labels,
+//! resources, conditions, taints and node info. A [`Decision`] may borrow its variant name or
+//! reason from the config or the batch; the SDK turns the decisions into the WIT `answer`, each
+//! distinct string stored once. Everything also builds natively: [`BatchBuilder`] makes batches
+//! for unit tests and benchmarks, [`decide`] runs the export path, [`export_plugin!`] expands to
+//! nothing and [`log()`] writes to stderr.
 //!
 //! Things to know:
 //!
@@ -45,7 +49,11 @@
 extern crate self as wasmdaemon_plugin_sdk;
 
 mod accessors;
+mod batch;
+mod builder;
 pub mod config;
+mod decision;
+mod hash;
 pub mod quantity;
 
 use std::any::{Any, TypeId};
@@ -53,13 +61,19 @@ use std::cell::RefCell;
 
 use serde::de::DeserializeOwned;
 
+pub use batch::{BatchError, InfoRef, Iter, Key, KeySlots, NodeRef, Nodes, TaintRef};
+pub use builder::{BatchBuilder, IntoMilli, NodeInfoSpec, NodeSpec};
 pub use config::{NoConfig, Quantity, StringList, check_variant, parse_config};
+pub use decision::{Decision, answer};
 pub use quantity::parse_quantity;
 
-/// The types of the placement contract, generated from `wit/placement.wit`.
-pub use bindings::wasmdaemon::placement::types::{
-    Condition, ContainerOverride, Decision, Interest, KeyValue, Level, Node, NodeInfo, Overrides,
-    PluginInfo, Resource, Run, SetInfo, Taint, TaintEffect,
+/// The contract types generated from `wit/placement.wit`, as they cross the component boundary.
+pub use bindings::wasmdaemon::placement::types as wit;
+
+/// The contract types a plugin builds or reads directly.
+pub use wit::{
+    Answer, ContainerOverride, Interest, KeyValue, Level, NodeBatch, Overrides, PluginInfo,
+    SetInfo, TaintEffect,
 };
 
 #[doc(hidden)]
@@ -79,7 +93,8 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "wasmdaemon_plugin_sdk::bindings",
-        additional_derives: [PartialEq, Eq],
+        // Hash lets the answer store each distinct overrides once.
+        additional_derives: [PartialEq, Eq, Hash],
     });
 }
 
@@ -103,12 +118,13 @@ pub trait Plugin: 'static {
         Ok(())
     }
 
-    /// Decides every node of the batch: exactly one decision per node, in order.
-    fn decide(
-        set: &SetInfo,
-        config: &Self::Config,
-        nodes: &[Node],
-    ) -> Result<Vec<Decision>, String>;
+    /// Decides every node of the batch: exactly one decision per node, in order. Decisions may
+    /// borrow from the set, the config and the batch.
+    fn decide<'a>(
+        set: &'a SetInfo,
+        config: &'a Self::Config,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String>;
 }
 
 /// Parses and validates a config the way the `validate-config` export does.
@@ -130,9 +146,13 @@ thread_local! {
 }
 
 /// Decides a batch the way the `decide` export does: parses and validates the set's config
-/// (reusing the result of the previous call when config and variants are unchanged), then calls
-/// [`Plugin::decide`].
-pub fn decide<P: Plugin>(set: &SetInfo, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+/// (reusing the result of the previous call when config and variants are unchanged), checks and
+/// indexes the batch, calls [`Plugin::decide`] and builds the answer.
+///
+/// # Errors
+///
+/// The config does not parse or validate, the batch breaks the contract, or the plugin fails.
+pub fn decide<P: Plugin>(set: &SetInfo, batch: &NodeBatch) -> Result<Answer, String> {
     CONFIG_CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         let hit = cache.as_ref().is_some_and(|cached| {
@@ -157,7 +177,10 @@ pub fn decide<P: Plugin>(set: &SetInfo, nodes: &[Node]) -> Result<Vec<Decision>,
             .parsed
             .downcast_ref::<P::Config>()
             .expect("the cache entry belongs to this plugin type");
-        P::decide(set, config, nodes)
+        let nodes =
+            Nodes::new(batch).map_err(|error| format!("failed to read the node batch: {error}"))?;
+        let decisions = P::decide(set, config, &nodes)?;
+        Ok(answer(&decisions))
     })
 }
 
@@ -218,9 +241,8 @@ macro_rules! export_plugin {
 
                 fn decide(
                     set: $crate::SetInfo,
-                    nodes: ::std::vec::Vec<$crate::Node>,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Decision>, ::std::string::String>
-                {
+                    nodes: $crate::NodeBatch,
+                ) -> ::std::result::Result<$crate::Answer, ::std::string::String> {
                     $crate::decide::<$plugin>(&set, &nodes)
                 }
             }
@@ -267,7 +289,11 @@ mod tests {
             check_variant("config", &config.0, variants)
         }
 
-        fn decide(_: &SetInfo, config: &Counted, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+        fn decide<'a>(
+            _: &'a SetInfo,
+            config: &'a Counted,
+            nodes: &'a Nodes<'a>,
+        ) -> Result<Vec<Decision<'a>>, String> {
             Ok(nodes
                 .iter()
                 .map(|_| Decision::variant(config.0.as_str()))
@@ -275,35 +301,54 @@ mod tests {
         }
     }
 
+    fn runs(variant: u32) -> wit::Decision {
+        wit::Decision::Run(wit::Run {
+            variant: Some(variant),
+            overrides: None,
+        })
+    }
+
     #[test]
     fn decide_parses_a_config_once_until_config_or_variants_change() {
-        let nodes = [Node::named("a")];
+        let batch = BatchBuilder::of([NodeSpec::named("a"), NodeSpec::named("b")]);
         let set = SetInfo::new("s", r#""gpu""#, ["gpu", "arm"]);
         PARSES.with(|parses| parses.set(0));
         for _ in 0..3 {
-            assert_eq!(
-                decide::<Echo>(&set, &nodes),
-                Ok(vec![Decision::variant("gpu")])
-            );
+            let answer = decide::<Echo>(&set, &batch).unwrap();
+            assert_eq!(answer.strings, ["gpu"]);
+            assert_eq!(answer.decisions, [runs(0), runs(0)]);
         }
         assert_eq!(PARSES.with(Cell::get), 1);
 
         let other = SetInfo::new("s", r#""arm""#, ["gpu", "arm"]);
-        assert_eq!(
-            decide::<Echo>(&other, &nodes),
-            Ok(vec![Decision::variant("arm")])
-        );
+        assert_eq!(decide::<Echo>(&other, &batch).unwrap().strings, ["arm"]);
         let fewer = SetInfo::new("s", r#""arm""#, ["gpu"]);
         assert!(
-            decide::<Echo>(&fewer, &nodes)
+            decide::<Echo>(&fewer, &batch)
                 .unwrap_err()
                 .contains("not a variant")
         );
         assert!(
-            decide::<Echo>(&fewer, &nodes).is_err(),
+            decide::<Echo>(&fewer, &batch).is_err(),
             "a failed config is not cached"
         );
         assert_eq!(PARSES.with(Cell::get), 4);
+    }
+
+    #[test]
+    fn decide_rejects_a_batch_whose_rows_are_out_of_order() {
+        let mut batch = BatchBuilder::of([
+            NodeSpec::named("a").with_label("k", "1"),
+            NodeSpec::named("b").with_label("k", "2"),
+        ]);
+        batch.labels.swap(0, 1);
+        let set = SetInfo::new("s", r#""gpu""#, ["gpu"]);
+        let error = decide::<Echo>(&set, &batch).unwrap_err();
+        assert_eq!(
+            error,
+            "failed to read the node batch: labels[1] belongs to an earlier node than the row \
+             before it"
+        );
     }
 
     #[test]

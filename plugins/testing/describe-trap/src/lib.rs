@@ -1,6 +1,6 @@
 //! Test plugin `describe-trap`: panics in `describe`, so loading it fails.
 
-use wasmdaemon_plugin_sdk::{Decision, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// The panic message.
 pub const MESSAGE: &str = "test-describe-trap: deliberate panic in describe";
@@ -15,7 +15,11 @@ impl Plugin for DescribeTrap {
         panic!("{MESSAGE}");
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         Ok(vec![Decision::plain(); nodes.len()])
     }
 }

@@ -1,7 +1,9 @@
 //! Test plugin `echo`: runs the variant a node label names; well-behaved.
 
 use serde::Deserialize;
-use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo, info};
+use wasmdaemon_plugin_sdk::{
+    Decision, Interest, NodeRef, Nodes, Plugin, PluginInfo, SetInfo, info,
+};
 
 /// A node with this label runs the variant the value names (the plain template otherwise).
 pub const VARIANT_LABEL: &str = "wasmdaemon.test/variant";
@@ -19,8 +21,8 @@ pub struct EchoConfig {
     pub reject: Option<String>,
 }
 
-/// Decides one node from its labels.
-pub fn decide_node(node: &Node) -> Decision {
+/// Decides one node from its labels; the decision borrows from the batch.
+pub fn decide_node(node: NodeRef<'_>) -> Decision<'_> {
     if let Some(reason) = node.label(SKIP_LABEL) {
         return Decision::skip(reason);
     }
@@ -49,7 +51,11 @@ impl Plugin for Echo {
         }
     }
 
-    fn decide(set: &SetInfo, _: &Self::Config, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        set: &'a SetInfo,
+        _: &'a Self::Config,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         info(&format!(
             "test-echo: {}/{}: {} nodes",
             set.namespace,
@@ -64,17 +70,29 @@ wasmdaemon_plugin_sdk::export_plugin!(Echo);
 
 #[cfg(test)]
 mod tests {
+    use wasmdaemon_plugin_sdk::{BatchBuilder, NodeSpec};
+
     use super::*;
 
     #[test]
     fn labels_choose_variant_skip_or_plain() {
-        let variant = Node::named("a").with_label(VARIANT_LABEL, "gpu");
-        let skipped = Node::named("b")
-            .with_label(SKIP_LABEL, "told to")
-            .with_label(VARIANT_LABEL, "gpu");
-        assert_eq!(decide_node(&variant), Decision::variant("gpu"));
-        assert_eq!(decide_node(&skipped), Decision::skip("told to"));
-        assert_eq!(decide_node(&Node::named("c")), Decision::plain());
+        let batch = BatchBuilder::of([
+            NodeSpec::named("a").with_label(VARIANT_LABEL, "gpu"),
+            NodeSpec::named("b")
+                .with_label(SKIP_LABEL, "told to")
+                .with_label(VARIANT_LABEL, "gpu"),
+            NodeSpec::named("c"),
+        ]);
+        let nodes = Nodes::new(&batch).unwrap();
+        let decisions: Vec<_> = nodes.iter().map(decide_node).collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::variant("gpu"),
+                Decision::skip("told to"),
+                Decision::plain()
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Test plugin `environment`: reports the environment variables and arguments it sees.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Reports what the sandbox lets it see of its environment.
 pub struct Environment;
@@ -28,7 +28,11 @@ impl Plugin for Environment {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let report = probe();
         Ok(nodes
             .iter()

@@ -1,6 +1,6 @@
 //! Test plugin `filesystem`: tries to use files and reports what happened.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Probes the filesystem from inside the sandbox.
 pub struct Filesystem;
@@ -38,7 +38,11 @@ impl Plugin for Filesystem {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let report = probe();
         Ok(nodes
             .iter()

@@ -1,6 +1,6 @@
 //! Test plugin `huge-reason`: skips the first node with a 10 MiB reason.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// The length of the skip reason, in bytes.
 pub const REASON_BYTES: usize = 10 << 20;
@@ -20,7 +20,11 @@ impl Plugin for HugeReason {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let mut decisions = vec![Decision::plain(); nodes.len()];
         if let Some(first) = decisions.first_mut() {
             *first = Decision::skip("x".repeat(REASON_BYTES));

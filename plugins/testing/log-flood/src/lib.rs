@@ -1,7 +1,7 @@
 //! Test plugin `log-flood`: floods the host log with 100,000 lines of 64 KiB.
 
 use wasmdaemon_plugin_sdk::{
-    Decision, Interest, Level, NoConfig, Node, Plugin, PluginInfo, SetInfo, log,
+    Decision, Interest, Level, NoConfig, Nodes, Plugin, PluginInfo, SetInfo, log,
 };
 
 /// Log calls per `decide` call.
@@ -24,7 +24,11 @@ impl Plugin for LogFlood {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let line = "y".repeat(LINE_BYTES);
         for _ in 0..LINES {
             log(Level::Error, &line);

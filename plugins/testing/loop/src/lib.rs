@@ -1,7 +1,7 @@
 //! Test plugin `loop`: never returns, so only the host's deadline ends the call.
 
 use serde_json::Value;
-use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Spins forever in `decide`, and in `validate-config` when the config is `"validate"`.
 pub struct Loop;
@@ -34,7 +34,11 @@ impl Plugin for Loop {
         Ok(())
     }
 
-    fn decide(_: &SetInfo, _: &Value, _: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a Value,
+        _: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         spin()
     }
 }

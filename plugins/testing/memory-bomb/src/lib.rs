@@ -1,7 +1,7 @@
 //! Test plugin `memory-bomb`: allocates until the host refuses to grow memory.
 
 use serde_json::Value;
-use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Grows linear memory in `decide`, and in `validate-config` when the config is `"validate"`,
 /// until the host refuses; the failed allocation aborts, which traps.
@@ -38,7 +38,11 @@ impl Plugin for MemoryBomb {
         Ok(())
     }
 
-    fn decide(_: &SetInfo, _: &Value, _: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a Value,
+        _: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         explode()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Probes the network from inside the sandbox; every attempt targets the loopback address.
 pub struct Network;
@@ -35,7 +35,11 @@ impl Plugin for Network {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let report = probe();
         Ok(nodes
             .iter()

@@ -1,7 +1,7 @@
 //! Test plugin `panic`: panics with a known message, which traps on wasm32-wasip2.
 
 use serde_json::Value;
-use wasmdaemon_plugin_sdk::{Decision, Interest, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// The start of the panic message, for tests that look for it in the host's report.
 pub const MESSAGE: &str = "test-panic: deliberate panic";
@@ -24,7 +24,11 @@ impl Plugin for Panic {
         Ok(())
     }
 
-    fn decide(_: &SetInfo, _: &Value, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a Value,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         panic!("{MESSAGE} in decide ({} nodes)", nodes.len());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Bytes written to each of stdout and stderr per `decide` call.
 pub const BYTES_PER_STREAM: usize = 4 << 20;
@@ -22,7 +22,11 @@ impl Plugin for Stdio {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let line = [b"test-stdio: noise ".repeat(3).as_slice(), b"\n"].concat();
         for _ in 0..BYTES_PER_STREAM / line.len() {
             // Failed writes (a closed or absent stream) are what a sandbox may well answer.

@@ -1,6 +1,6 @@
 //! Test plugin `unknown-variant`: runs every node with a variant no set declares.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// The variant name the plugin answers, which no set declares.
 pub const VARIANT: &str = "no-such-variant";
@@ -20,7 +20,11 @@ impl Plugin for UnknownVariant {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         Ok(nodes.iter().map(|_| Decision::variant(VARIANT)).collect())
     }
 }

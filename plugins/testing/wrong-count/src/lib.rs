@@ -1,6 +1,6 @@
 //! Test plugin `wrong-count`: answers one decision fewer than the batch has nodes.
 
-use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Node, Plugin, PluginInfo, SetInfo};
+use wasmdaemon_plugin_sdk::{Decision, Interest, NoConfig, Nodes, Plugin, PluginInfo, SetInfo};
 
 /// Returns the wrong number of decisions.
 pub struct WrongCount;
@@ -17,7 +17,11 @@ impl Plugin for WrongCount {
         .with_interest(Interest::nothing())
     }
 
-    fn decide(_: &SetInfo, _: &NoConfig, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    fn decide<'a>(
+        _: &'a SetInfo,
+        _: &'a NoConfig,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         let count = if nodes.is_empty() { 1 } else { nodes.len() - 1 };
         Ok(vec![Decision::plain(); count])
     }
