@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use wasmdaemon_plugin_sdk::config::Problems;
 use wasmdaemon_plugin_sdk::{
-    Decision, Interest, Node, Plugin, PluginInfo, SetInfo, check_variant, debug,
+    Decision, Interest, NodeRef, Nodes, Plugin, PluginInfo, SetInfo, check_variant, debug,
 };
 
 /// The label holding a node's availability zone.
@@ -60,7 +60,13 @@ impl Plugin for ZoneVariants {
         problems.finish()
     }
 
-    fn decide(set: &SetInfo, config: &Config, nodes: &[Node]) -> Result<Vec<Decision>, String> {
+    // Decisions may borrow from the set, the config and the batch (`'a`): a variant name taken
+    // from the config costs no allocation per node.
+    fn decide<'a>(
+        set: &'a SetInfo,
+        config: &'a Config,
+        nodes: &'a Nodes<'a>,
+    ) -> Result<Vec<Decision<'a>>, String> {
         debug(&format!(
             "deciding {} nodes for {}/{}",
             nodes.len(),
@@ -74,7 +80,7 @@ impl Plugin for ZoneVariants {
 wasmdaemon_plugin_sdk::export_plugin!(ZoneVariants);
 
 /// Decides one node.
-pub fn decide_node(config: &Config, node: &Node) -> Decision {
+pub fn decide_node<'a>(config: &'a Config, node: NodeRef<'_>) -> Decision<'a> {
     let zone = node.label(ZONE_LABEL);
     match zone.and_then(|zone| config.zone_variants.get(zone)) {
         Some(variant) => Decision::variant(variant.as_str()),
@@ -87,7 +93,7 @@ pub fn decide_node(config: &Config, node: &Node) -> Decision {
 
 #[cfg(test)]
 mod tests {
-    use wasmdaemon_plugin_sdk::{SetInfo, decide, validate_config};
+    use wasmdaemon_plugin_sdk::{BatchBuilder, NodeSpec, decide, validate_config};
 
     use super::*;
 
@@ -96,16 +102,27 @@ mod tests {
     #[test]
     fn nodes_in_a_listed_zone_run_its_variant_and_others_are_skipped() {
         let set = SetInfo::new("zone-probe", CONFIG, ["zone-a"]);
-        let nodes = [
-            Node::named("a").with_label(ZONE_LABEL, "us-east-1a"),
-            Node::named("b").with_label(ZONE_LABEL, "us-east-1b"),
-        ];
-        let decisions = decide::<ZoneVariants>(&set, &nodes).unwrap();
+        let batch = BatchBuilder::of([
+            NodeSpec::named("a").with_label(ZONE_LABEL, "us-east-1a"),
+            NodeSpec::named("b").with_label(ZONE_LABEL, "us-east-1b"),
+        ]);
+
+        // The logic, on the SDK's view of the batch.
+        let config: Config = wasmdaemon_plugin_sdk::parse_config(CONFIG).unwrap();
+        let nodes = Nodes::new(&batch).unwrap();
+        let decisions: Vec<_> = nodes
+            .iter()
+            .map(|node| decide_node(&config, node))
+            .collect();
         assert_eq!(decisions[0], Decision::variant("zone-a"));
         assert_eq!(
             decisions[1],
             Decision::skip("zone us-east-1b is not listed")
         );
+
+        // The exact path of the component's `decide` export, down to the answer's string table.
+        let answer = decide::<ZoneVariants>(&set, &batch).unwrap();
+        assert_eq!(answer.strings, ["zone-a", "zone us-east-1b is not listed"]);
     }
 
     #[test]
