@@ -5,6 +5,10 @@
 //! artifact, and the artifact. A file is only deserialized when its name matches this engine's
 //! [`Engine::precompile_compatibility_hash`] and its stored sha256 matches its content; anything
 //! else is deleted and compiled again.
+//!
+//! Files are never pruned: versions no longer used and files of other engine configurations
+//! stay until someone empties the directory, one compiled plugin each. Pruning by age would be
+//! the fix once deployments swap plugins often.
 
 use std::hash::Hasher;
 use std::io::Write as _;

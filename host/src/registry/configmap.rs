@@ -211,3 +211,59 @@ pub async fn watch(store: Arc<PluginStore>, client: kube::Client, namespace: Str
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn configmap(label: &str, keys: &[&str]) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("plugins".into()),
+                labels: Some(BTreeMap::from([(LABEL.to_string(), label.to_string())])),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), ByteString(k.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn names(cm: &ConfigMap) -> Result<Vec<(String, String)>, String> {
+        plugins_in(cm).map(|p| p.into_iter().map(|(n, (k, _))| (n, k)).collect())
+    }
+
+    #[test]
+    fn an_empty_label_names_each_plugin_after_its_key() {
+        let cm = configmap("", &["gpu.wasm", "zones"]);
+        let expected = vec![
+            ("gpu".to_string(), "gpu.wasm".to_string()),
+            ("zones".to_string(), "zones".to_string()),
+        ];
+        assert_eq!(names(&cm), Ok(expected));
+    }
+
+    #[test]
+    fn a_label_value_names_the_only_key_whatever_it_is_called() {
+        let cm = configmap("gpu", &["component.bin"]);
+        let expected = vec![("gpu".to_string(), "component.bin".to_string())];
+        assert_eq!(names(&cm), Ok(expected));
+    }
+
+    #[test]
+    fn a_label_value_with_several_keys_needs_a_key_of_that_name() {
+        let chosen = configmap("gpu", &["gpu.wasm", "README"]);
+        let expected = vec![("gpu".to_string(), "gpu.wasm".to_string())];
+        assert_eq!(names(&chosen), Ok(expected));
+
+        let ambiguous = configmap("gpu", &["a.wasm", "b.wasm"]);
+        let error = names(&ambiguous).expect_err("ambiguous");
+        assert!(error.contains("none is gpu.wasm"), "{error}");
+    }
+}
