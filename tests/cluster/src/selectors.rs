@@ -205,6 +205,14 @@ impl FieldSelector {
         self.reqs.is_empty()
     }
 
+    /// The value an equality requirement on `field` demands, if there is one.
+    pub fn exact(&self, field: &str) -> Option<&str> {
+        self.reqs
+            .iter()
+            .find(|(path, negate, _)| !negate && path.join(".") == field)
+            .map(|(_, _, v)| v.as_str())
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(path, negate, want)| {
             let mut cur = obj;

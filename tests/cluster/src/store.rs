@@ -122,6 +122,8 @@ pub(crate) struct State {
     history_limit: usize,
     by_uid: HashMap<String, (String, Key)>,
     dependents: HashMap<String, BTreeSet<(String, Key)>>,
+    /// Pods by `spec.nodeName`, for the field selector kubelets use and for pod GC.
+    pods_by_node: HashMap<String, BTreeSet<Key>>,
     tx: broadcast::Sender<Arc<Event>>,
     gc: mpsc::UnboundedSender<GcWork>,
 }
@@ -567,6 +569,7 @@ impl State {
             history_limit: history_limit.max(16),
             by_uid: HashMap::new(),
             dependents: HashMap::new(),
+            pods_by_node: HashMap::new(),
             tx,
             gc,
         };
@@ -616,6 +619,25 @@ impl State {
         self.reindex(storage, &key, prev.as_deref(), Some(&stored));
         self.announce(kind, storage, stored.clone(), prev);
         stored
+    }
+
+    /// Removes an object whose deletion completes with its final state `last`.
+    fn finish_deletion(
+        &mut self,
+        storage: &str,
+        key: Key,
+        last: Value,
+    ) -> Result<Arc<Stored>, ApiError> {
+        // Store the final state first so the DELETED event carries it.
+        let last = Arc::new(Stored::new(last));
+        let prev = self
+            .objects
+            .entry(storage.to_string())
+            .or_default()
+            .insert(key.clone(), last.clone());
+        self.reindex(storage, &key, prev.as_deref(), Some(&last));
+        self.remove(storage, &key)
+            .ok_or_else(|| ApiError::internal("object vanished"))
     }
 
     /// Removes an object and announces its deletion.
@@ -678,6 +700,27 @@ impl State {
                     .entry(uid)
                     .or_default()
                     .insert(entry.clone());
+            }
+        }
+        if storage == PODS {
+            let node_of = |o: Option<&Stored>| {
+                o.and_then(|o| o.value["spec"]["nodeName"].as_str())
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            };
+            let (before, after) = (node_of(old), node_of(new));
+            if before != after {
+                if let Some(n) = before
+                    && let Some(set) = self.pods_by_node.get_mut(&n)
+                {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.pods_by_node.remove(&n);
+                    }
+                }
+                if let Some(n) = after {
+                    self.pods_by_node.entry(n).or_default().insert(key.clone());
+                }
             }
         }
         match (old, new) {
@@ -1041,14 +1084,7 @@ impl State {
             .as_i64()
             .unwrap_or(0);
         if deleting && finalizers(&next).is_empty() && grace == 0 {
-            // Store the final state first so the DELETED event carries it.
-            self.objects
-                .entry(def.storage.clone())
-                .or_default()
-                .insert(key.clone(), Arc::new(Stored::new(next)));
-            return self
-                .remove(&def.storage, &key)
-                .ok_or_else(|| ApiError::internal("object vanished"));
+            return self.finish_deletion(&def.storage, key, next);
         }
         let stored = self.put(&def.storage, key, next, EventType::Modified);
         if def.storage == CRD_STORAGE {
@@ -1209,13 +1245,7 @@ impl State {
                 meta_mut(&mut next).insert("deletionGracePeriodSeconds".into(), json!(grace));
                 meta_mut(&mut next).insert("deletionTimestamp".into(), json!(now_plus(grace)));
                 if grace == 0 && finalizers(&next).is_empty() {
-                    self.objects
-                        .entry(def.storage.clone())
-                        .or_default()
-                        .insert(key.clone(), Arc::new(Stored::new(next)));
-                    return self
-                        .remove(&def.storage, &key)
-                        .ok_or_else(|| ApiError::internal("object vanished"));
+                    return self.finish_deletion(&def.storage, key, next);
                 }
                 return Ok(self.put(&def.storage, key, next, EventType::Modified));
             }
@@ -1262,7 +1292,22 @@ impl State {
         let mut items = Vec::new();
         let mut last = None;
         let mut more = false;
-        let range = map.range(start.clone()..);
+        let node = fields
+            .exact("spec.nodeName")
+            .filter(|n| !n.is_empty() && def.storage == PODS);
+        let range: Box<dyn Iterator<Item = (&Key, &Arc<Stored>)>> = match node {
+            Some(node) => {
+                let from = start.clone();
+                Box::new(
+                    self.pods_by_node
+                        .get(node)
+                        .into_iter()
+                        .flat_map(move |set| set.range(from.clone()..))
+                        .filter_map(|k| map.get_key_value(k)),
+                )
+            }
+            None => Box::new(map.range(start.clone()..)),
+        };
         for (key, obj) in range {
             if cont.is_some() && *key == start {
                 continue;
@@ -1444,13 +1489,10 @@ impl State {
                     return;
                 };
                 let bound: Vec<Key> = self
-                    .objects
-                    .get(PODS)
-                    .into_iter()
-                    .flat_map(|m| m.iter())
-                    .filter(|(_, p)| p.value["spec"]["nodeName"].as_str() == Some(node.as_str()))
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                    .pods_by_node
+                    .get(&node)
+                    .map(|set| set.iter().cloned().collect())
+                    .unwrap_or_default();
                 let force = DeleteOpts {
                     grace: Some(0),
                     ..DeleteOpts::default()

@@ -302,3 +302,49 @@ async fn watches_asking_for_bookmarks_receive_them() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn listing_pods_by_node_name_pages_through_exactly_that_nodes_pods() -> Result<()> {
+    let cluster = TestCluster::start().await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(cluster.client());
+    for (name, node) in [
+        ("p1", "n"),
+        ("p2", "m"),
+        ("p3", "n"),
+        ("p4", "n"),
+        ("p5", ""),
+    ] {
+        let mut spec = json!({"containers": [{"name": "c", "image": "registry.example/c:1"}]});
+        if !node.is_empty() {
+            spec["nodeName"] = json!(node);
+        }
+        let pod = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?;
+        pods.create(&PostParams::default(), &pod).await?;
+    }
+    let force = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete("p3", &force).await?;
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().fields("spec.nodeName=n").limit(1);
+    loop {
+        let page = pods.list(&lp).await?;
+        names.extend(page.items.into_iter().filter_map(|p| p.metadata.name));
+        match page.metadata.continue_ {
+            Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
+            _ => break,
+        }
+    }
+    assert_eq!(names, ["p1", "p4"]);
+    let unbound = pods
+        .list(&ListParams::default().fields("spec.nodeName="))
+        .await?;
+    let unbound: Vec<String> = unbound
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(unbound, ["p5"]);
+    Ok(())
+}
