@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use controller_common::{Env, WAIT, wait_for};
-use kube::ResourceExt;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use wasmdaemon::controller::{self, Options, PLUGIN_READY};
 use wasmdaemon::plugin::{Limits, PluginEngine, digest_of};
@@ -119,6 +121,15 @@ async fn a_swapped_plugin_rolls_the_pods_of_the_sets_that_use_it() {
         condition.message
     );
     assert_eq!(store.metrics().swap_failures_total.get("compile"), Some(&1));
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    wait_for("a PluginCompileFailed event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PluginCompileFailed"))
+            .then_some(())
+    })
+    .await;
 
     let _ = stop.send(());
     tokio::time::timeout(WAIT, controller)

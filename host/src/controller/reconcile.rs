@@ -138,8 +138,21 @@ async fn pass(
     let mut conditions = vec![status::rollout_condition(&observed)];
     if let Some(plugin) = &planned.plugin {
         let name = set.spec.policy.as_ref().map_or("", |p| p.plugin.as_str());
-        let (reason, message) = crate::registry::sets::notice(&ctx.registry, name)
-            .unwrap_or(("PluginAnswered", format!("plugin {plugin} answered")));
+        let notice = crate::registry::sets::notice(&ctx.registry, name);
+        if let Some((reason, message)) = &notice
+            && !has_condition_reason(set, PLUGIN_READY, reason)
+        {
+            ctx.event(
+                set,
+                EventType::Warning,
+                reason,
+                "PluginSwap",
+                message.clone(),
+            )
+            .await;
+        }
+        let (reason, message) =
+            notice.unwrap_or(("PluginAnswered", format!("plugin {plugin} answered")));
         conditions.push(status::condition(
             PLUGIN_READY,
             "True",
@@ -201,6 +214,15 @@ async fn settle_claim(
         }
     }
     Ok(pods)
+}
+
+/// Whether the set's status already carries condition `type_` with `reason`.
+fn has_condition_reason(set: &WasmDaemonSet, type_: &str, reason: &str) -> bool {
+    set.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.reason == reason)
+    })
 }
 
 /// Leaves the set's pods alone and says why in its status and an event.
