@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::core::v1::Node;
 use kube::CustomResourceExt;
 use wasmdaemon::crd::WasmDaemonSet;
 use wasmdaemon::plugin::cache::DiskCache;
@@ -30,8 +31,11 @@ enum Command {
     Simulate {
         /// A node dump (`kubectl get nodes -o yaml|json`), a YAML/JSON file of Node objects,
         /// or a directory of such files.
-        #[arg(long)]
-        nodes: PathBuf,
+        #[arg(long, required_unless_present = "nodes_from")]
+        nodes: Option<PathBuf>,
+        /// Instead of --nodes, list the nodes of the cluster this kubeconfig names (read only).
+        #[arg(long, value_name = "KUBECONFIG", conflicts_with = "nodes")]
+        nodes_from: Option<PathBuf>,
         /// The WasmDaemonSet file.
         #[arg(long)]
         set: PathBuf,
@@ -129,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Simulate {
             nodes,
+            nodes_from,
             set,
             plugin_dir,
             allow_stock_override,
@@ -137,7 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plugin_memory_mib,
             compare,
         } => {
-            let nodes = input::load_nodes(&nodes)?;
+            let nodes = match (nodes, nodes_from) {
+                (Some(path), _) => input::load_nodes(&path)?,
+                (None, Some(kubeconfig)) => cluster_nodes(&kubeconfig)?,
+                (None, None) => anyhow::bail!("give --nodes or --nodes-from"),
+            };
             let set_file = set;
             let set = input::load_set(&set_file)?;
             let limits = Limits {
@@ -242,6 +251,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Lists every node of the cluster `kubeconfig` names, a page at a time.
+fn cluster_nodes(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<Node>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the runtime")?;
+    runtime.block_on(async {
+        let file = kube::config::Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("failed to read kubeconfig {}", kubeconfig.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .with_context(|| format!("failed to load kubeconfig {}", kubeconfig.display()))?;
+        let client = kube::Client::try_from(config).context("failed to build the API client")?;
+        let api: kube::Api<Node> = kube::Api::all(client);
+        let mut nodes = Vec::new();
+        let mut params = kube::api::ListParams::default().limit(500);
+        loop {
+            let page = api.list(&params).await.context("failed to list nodes")?;
+            nodes.extend(page.items);
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(nodes),
+            }
+        }
+    })
 }
 
 /// Adds the compiled-plugin disk cache; without one (an unusable directory) plugins are

@@ -41,7 +41,7 @@ items:
     metadata: {name: big, labels: {wasmdaemon.test/variant: big}}
   - apiVersion: v1
     kind: Node
-    metadata: {name: held-back, labels: {wasmdaemon.test/skip: held back}}
+    metadata: {name: held-back, labels: {wasmdaemon.test/skip: held-back}}
 "#;
 
 fn compare(dir: &Path, old: &str, new: &str, json: bool) -> String {
@@ -112,4 +112,96 @@ fn comparing_a_version_with_itself_changes_nothing() {
     let echo = env!("WASMDAEMON_TEST_PLUGIN_ECHO");
     let table = compare(dir.path(), echo, echo, false);
     assert!(table.contains("0 of 3 nodes change"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_reads_the_nodes_of_a_cluster_through_a_kubeconfig() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, PostParams};
+
+    let cluster = wasmdaemon_testcluster::TestCluster::start()
+        .await
+        .expect("test cluster");
+    let nodes: Api<Node> = Api::all(cluster.client());
+    let items: serde_yaml::Value = serde_yaml::from_str(NODES).expect("nodes yaml");
+    for item in items["items"].as_sequence().expect("items") {
+        let node: Node = serde_yaml::from_value(item.clone()).expect("node");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("node created");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("set.yaml"), SET).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmdaemon"));
+    command
+        .arg("simulate")
+        .arg("--nodes-from")
+        .arg(cluster.kubeconfig_path())
+        .arg("--set")
+        .arg(dir.path().join("set.yaml"))
+        .args([
+            "--plugin-deadline-ms",
+            "20000",
+            "--output",
+            "json",
+            "--compare",
+        ])
+        .args([
+            env!("WASMDAEMON_TEST_PLUGIN_ECHO"),
+            env!("WASMDAEMON_TEST_PLUGIN_STDIO"),
+        ]);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the command thread")
+        .expect("run wasmdaemon");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "simulate --nodes-from failed: {stderr}"
+    );
+    let from_cluster = String::from_utf8(output.stdout).expect("utf-8 output");
+
+    let listed = nodes.list(&Default::default()).await.expect("nodes listed");
+    let dump = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": listed.items});
+    std::fs::write(dir.path().join("nodes.yaml"), NODES).unwrap();
+    std::fs::write(dir.path().join("dump.json"), dump.to_string()).unwrap();
+    let dump_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("dump.json"),
+        dump_dir.path().join("nodes.json"),
+    )
+    .unwrap();
+    let from_dump = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmdaemon"))
+            .arg("simulate")
+            .arg("--nodes")
+            .arg(dump_dir.path().join("nodes.json"))
+            .arg("--set")
+            .arg(dir.path().join("set.yaml"))
+            .args([
+                "--plugin-deadline-ms",
+                "20000",
+                "--output",
+                "json",
+                "--compare",
+            ])
+            .args([
+                env!("WASMDAEMON_TEST_PLUGIN_ECHO"),
+                env!("WASMDAEMON_TEST_PLUGIN_STDIO"),
+            ])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+    .await
+    .expect("the command thread")
+    .expect("run wasmdaemon");
+
+    let json: serde_json::Value = serde_json::from_str(&from_cluster).expect("json output");
+    assert_eq!(json["summary"]["nodes"], 3, "{from_cluster}");
+    assert_eq!(
+        from_cluster, from_dump,
+        "the cluster's nodes compare as a dump of them does"
+    );
 }
