@@ -165,14 +165,8 @@ async fn compare_reads_the_nodes_of_a_cluster_through_a_kubeconfig() {
 
     let listed = nodes.list(&Default::default()).await.expect("nodes listed");
     let dump = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": listed.items});
-    std::fs::write(dir.path().join("nodes.yaml"), NODES).unwrap();
-    std::fs::write(dir.path().join("dump.json"), dump.to_string()).unwrap();
     let dump_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dir.path().join("dump.json"),
-        dump_dir.path().join("nodes.json"),
-    )
-    .unwrap();
+    std::fs::write(dump_dir.path().join("nodes.json"), dump.to_string()).unwrap();
     let from_dump = tokio::task::spawn_blocking(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmdaemon"))
             .arg("simulate")
