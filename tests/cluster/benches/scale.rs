@@ -143,8 +143,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     task.abort();
     println!(
-        "RSS with {NODES} nodes and {PODS} pods: {:.0} MiB",
+        "server RSS with {NODES} nodes and {PODS} pods: {:.0} MiB",
         rss_mib()
     );
+    drop(child.stdin.take());
+    child.wait()?;
     Ok(())
 }

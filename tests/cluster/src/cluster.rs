@@ -1,7 +1,7 @@
 //! `TestCluster`: an in-process Kubernetes API server on 127.0.0.1 with fault injection.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -191,11 +191,6 @@ impl TestCluster {
     pub async fn restart_empty(&self) -> Result<(), ClusterError> {
         self.shared.wipe();
         self.rebind().await
-    }
-
-    /// Where the kubeconfig lives (kept for as long as the cluster).
-    pub fn kubeconfig_dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
