@@ -128,20 +128,18 @@ pub fn answer(decisions: &[Decision<'_>]) -> Answer {
 struct Tables<'d> {
     strings: Vec<String>,
     string_index: FastMap<&'d str, u32>,
-    /// The last string interned, by address: most nodes repeat the previous node's outcome,
-    /// which then costs no hashing.
-    last_string: Option<(*const u8, usize, u32)>,
+    /// Strings interned, by address and length: decisions mostly borrow their names from the
+    /// config, a few addresses that hash faster than the text. Within one borrow of the
+    /// decisions, the same address and length mean the same bytes.
+    string_by_address: FastMap<(usize, usize), u32>,
     overrides: Vec<Overrides>,
     overrides_index: FastMap<&'d Overrides, u32>,
 }
 
 impl<'d> Tables<'d> {
     fn string(&mut self, text: &'d str) -> u32 {
-        let address = (text.as_ptr(), text.len());
-        if let Some((pointer, length, index)) = self.last_string
-            && (pointer, length) == address
-        {
-            // Same address and length within one borrow of `decisions`: the same bytes.
+        let address = (text.as_ptr() as usize, text.len());
+        if let Some(&index) = self.string_by_address.get(&address) {
             return index;
         }
         let next = self.strings.len() as u32;
@@ -149,7 +147,7 @@ impl<'d> Tables<'d> {
             self.strings.push(text.to_owned());
             next
         });
-        self.last_string = Some((address.0, address.1, index));
+        self.string_by_address.insert(address, index);
         index
     }
 
