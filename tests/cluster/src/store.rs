@@ -215,6 +215,20 @@ fn check_shape(value: &Value) -> Result<(), ApiError> {
             }
         }
     }
+    if value["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| !x.is_string()))
+    {
+        return Err(ApiError::bad_request(
+            "metadata.finalizers must be a list of strings",
+        ));
+    }
+    let refs = value["metadata"]["ownerReferences"].as_array();
+    if refs.is_some_and(|r| r.iter().any(|x| !x.is_object())) {
+        return Err(ApiError::bad_request(
+            "metadata.ownerReferences must be a list of objects",
+        ));
+    }
     if let Some(Value::Array(conds)) = value["status"].get("conditions")
         && conds.iter().any(|c| !c.is_object())
     {
@@ -966,6 +980,7 @@ impl State {
                 "the request body must be a JSON object",
             ));
         }
+        check_shape(&new)?;
         if def.view == View::EventsV1 {
             events_v1_to_core(&mut new);
         } else {
