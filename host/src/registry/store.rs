@@ -593,12 +593,16 @@ impl PluginStore {
         });
     }
 
+    /// The sets using `name`, sorted by set, so two answers compare equal when the sets did
+    /// not change whatever order the source lists them in.
     fn users_of(&self, name: &str) -> Vec<SetUse> {
         let users = self
             .users
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        users.map(|f| f(name)).unwrap_or_default()
+        let mut users = users.map(|f| f(name)).unwrap_or_default();
+        users.sort_by(|a, b| a.set.cmp(&b.set));
+        users
     }
 }
