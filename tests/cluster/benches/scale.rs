@@ -1,8 +1,8 @@
 //! Scale check: 10,000 nodes and 30,000 pods in one in-process server.
-//!
-//! Run with `cargo bench -p wasmdaemon-testcluster --bench scale`; prints timings and the
-//! resident set size of the server, which runs in a child process so client memory is not
-//! counted.
+
+// Run with `cargo bench -p wasmdaemon-testcluster --bench scale`; prints timings and the
+// resident set size of the server, which runs in a child process so client memory is not
+// counted.
 
 use std::time::Instant;
 

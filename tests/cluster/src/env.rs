@@ -1,5 +1,4 @@
-//! `TestEnv`: one entry point for tests that run against the in-process cluster by default, or
-//! against an existing cluster named by `WASMDAEMON_TEST_KUBECONFIG`.
+//! `TestEnv`: the in-process cluster, or the one `WASMDAEMON_TEST_KUBECONFIG` names, per test.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

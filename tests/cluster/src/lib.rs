@@ -1,4 +1,4 @@
-//! An in-process Kubernetes API server, a simulated scheduler and kubelet, and test helpers.
+//! An in-process Kubernetes API server, a simulated scheduler and kubelet, and test utilities.
 
 mod cluster;
 mod env;

@@ -1,8 +1,8 @@
 //! Strategic merge patch and the field bookkeeping behind server-side apply.
-//!
-//! Only the parts of the built-in schemas a controller typically touches are modelled: lists
-//! merged by key (containers by name, owner references by uid, conditions by type, ...) and
-//! finalizers merged as a set. Any other list is replaced, as for an atomic list.
+
+// Only the parts of the built-in schemas a controller typically touches are modelled: lists
+// merged by key (containers by name, owner references by uid, conditions by type, ...) and
+// finalizers merged as a set. Any other list is replaced, as for an atomic list.
 
 use std::collections::BTreeSet;
 

@@ -658,7 +658,7 @@ fn patch_object(
 }
 
 /// Applies an RFC 6902 patch with kube-apiserver's reading of `test`: a test for `null` passes
-/// when the tested member is absent (kube-runtime's finalizer helper relies on this).
+/// when the tested member is absent (`kube::runtime::finalizer` relies on this).
 fn apply_json_patch(doc: &mut Value, patch: json_patch::Patch) -> Result<(), ApiError> {
     let invalid = |e: &dyn std::fmt::Display| {
         ApiError::new(

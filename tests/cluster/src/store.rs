@@ -1,5 +1,4 @@
-//! The object store: every resource kept generically as JSON, with one cluster-wide
-//! resourceVersion, a bounded event history for watches, and the API semantics of writes.
+//! The generic object store: one resourceVersion, bounded watch history, write semantics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};

@@ -1,5 +1,4 @@
-//! API semantics checked only through `kube::Api`, so the same tests run against the in-process
-//! server and (with `WASMDAEMON_TEST_KUBECONFIG`) against a real kube-apiserver.
+//! API semantics through `kube::Api` only, so they also run against a real kube-apiserver.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! A `kube::runtime::Controller` with the finalizer helper, run against the cluster.
+//! A `kube::runtime::Controller` using `kube::runtime::finalizer`, run against the cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
