@@ -127,10 +127,10 @@ fn swap_latency(
     planner.replan_all();
     let unchanged = start.elapsed();
     let plugin = store.get(PLUGIN, None).expect("plugin");
-    let projected: Vec<_> = planner
-        .nodes
-        .iter()
-        .map(|n| plugin.projection.project(n))
+    let refs: Vec<&Node> = planner.nodes.iter().collect();
+    let projected: Vec<_> = refs
+        .chunks(planner::MAX_BATCH)
+        .map(|chunk| plugin.projection.batch(chunk.iter().copied()))
         .collect();
     let info = planner::set_info(&planner.sets[0]);
     let mut decider = PluginDecider::new(plugin.clone());
@@ -140,11 +140,7 @@ fn swap_latency(
     planner::decide_nodes(set0, &planner.nodes, Some(&mut decider)).expect("decide");
     let memo_decide = start.elapsed();
     let start = Instant::now();
-    let _: Vec<_> = planner
-        .nodes
-        .iter()
-        .map(|n| plugin.projection.project(n))
-        .collect();
+    let _ = plugin.projection.batch(planner.nodes.iter());
     println!(
         "  {:>6} nodes: one set: decide_nodes with every answer memoized {:.1} ms, projecting \
          alone {:.1} ms",
@@ -153,8 +149,8 @@ fn swap_latency(
         start.elapsed().as_secs_f64() * 1e3
     );
     let start = Instant::now();
-    for chunk in projected.chunks(planner::MAX_BATCH) {
-        plugin.decide(&info, chunk).expect("decide");
+    for batch in &projected {
+        plugin.decide(&info, batch).expect("decide");
     }
     println!(
         "  {:>6} nodes: re-plan of {SETS} sets with unchanged plugin {:.1} ms; one set's \

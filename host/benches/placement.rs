@@ -12,9 +12,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use k8s_openapi::api::core::v1::Node;
 use wasmdaemon::crd::WasmDaemonSet;
 use wasmdaemon::planner::{self, Decider, PluginDecider};
-use wasmdaemon::plugin::bindings::{self, Interest};
+use wasmdaemon::plugin::bindings::{self, Interest, NodeBatch};
 use wasmdaemon::plugin::{Limits, PluginEngine, Projection};
 use wasmdaemon::registry::Registry;
+use wasmdaemon_plugin_hardware::Hardware;
+use wasmdaemon_plugin_sdk as sdk;
 
 const CONFIG: &str = r#"{
     "rules": [
@@ -130,42 +132,56 @@ fn set() -> WasmDaemonSet {
     .expect("benchmark set is valid")
 }
 
-/// The host's projected node as the guest SDK's type, for the native run.
-fn to_guest(node: &bindings::Node) -> wasmdaemon_plugin_sdk::Node {
-    use wasmdaemon_plugin_sdk as sdk;
-    let pairs = |list: &[bindings::KeyValue]| -> Vec<sdk::KeyValue> {
-        list.iter()
-            .map(|p| sdk::KeyValue {
-                key: p.key.clone(),
-                value: p.value.clone(),
+/// The host's batch as the guest SDK's type, for the native run: the same tables, copied.
+fn to_guest(batch: &NodeBatch) -> sdk::NodeBatch {
+    use sdk::wit;
+    let entries = |rows: &[bindings::Entry]| -> Vec<wit::Entry> {
+        rows.iter()
+            .map(|e| wit::Entry {
+                node: e.node,
+                key: e.key,
+                value: e.value,
             })
             .collect()
     };
-    let resources = |list: &[bindings::Resource]| -> Vec<sdk::Resource> {
-        list.iter()
-            .map(|r| sdk::Resource {
-                name: r.name.clone(),
-                milli_value: r.milli_value,
+    let amounts = |rows: &[bindings::Amount]| -> Vec<wit::Amount> {
+        rows.iter()
+            .map(|a| wit::Amount {
+                node: a.node,
+                name: a.name,
+                milli_value: a.milli_value,
             })
             .collect()
     };
-    sdk::Node {
-        name: node.name.clone(),
-        labels: pairs(&node.labels),
-        annotations: pairs(&node.annotations),
+    sdk::NodeBatch {
+        strings: batch.strings.clone(),
+        nodes: batch
+            .nodes
+            .iter()
+            .map(|n| wit::Node {
+                name: n.name,
+                unschedulable: n.unschedulable,
+            })
+            .collect(),
+        labels: entries(&batch.labels),
+        annotations: entries(&batch.annotations),
         taints: Vec::new(),
-        unschedulable: node.unschedulable,
-        conditions: Vec::new(),
-        capacity: resources(&node.capacity),
-        allocatable: resources(&node.allocatable),
-        info: node.info.as_ref().map(|i| sdk::NodeInfo {
-            architecture: i.architecture.clone(),
-            operating_system: i.operating_system.clone(),
-            kernel_version: i.kernel_version.clone(),
-            container_runtime_version: i.container_runtime_version.clone(),
-            kubelet_version: i.kubelet_version.clone(),
-            os_image: i.os_image.clone(),
-        }),
+        conditions: entries(&batch.conditions),
+        capacity: amounts(&batch.capacity),
+        allocatable: amounts(&batch.allocatable),
+        infos: batch
+            .infos
+            .iter()
+            .map(|i| wit::NodeInfo {
+                node: i.node,
+                architecture: i.architecture,
+                operating_system: i.operating_system,
+                kernel_version: i.kernel_version,
+                container_runtime_version: i.container_runtime_version,
+                kubelet_version: i.kubelet_version,
+                os_image: i.os_image,
+            })
+            .collect(),
     }
 }
 
@@ -191,47 +207,51 @@ fn placement(c: &mut Criterion) {
     let plugin = registry.load("hardware", None).expect("stock plugin loads");
     let set = set();
     let info = planner::set_info(&set);
-    let config: wasmdaemon_plugin_hardware::Config =
-        serde_json::from_str(CONFIG).expect("config parses natively");
+
+    let guest_set = sdk::SetInfo::new(
+        info.name.clone(),
+        info.config.clone(),
+        info.variants.iter().cloned(),
+    );
 
     let mut group = c.benchmark_group("placement");
     group.sample_size(20);
     for size in [1_000usize, 10_000] {
         let nodes: Vec<Node> = (0..size).map(realistic_node).collect();
-        let projected: Vec<bindings::Node> =
-            nodes.iter().map(|n| plugin.projection.project(n)).collect();
-        let guest_nodes: Vec<_> = projected.iter().map(to_guest).collect();
-        let everything = Projection::new(&everything());
-        let full: Vec<bindings::Node> = nodes.iter().map(|n| everything.project(n)).collect();
+        let batch = plugin.projection.batch(&nodes);
+        let guest_batch = to_guest(&batch);
+        let full = Projection::new(&everything()).batch(&nodes);
         group.throughput(Throughput::Elements(size as u64));
 
+        // The plugin's own export path (batch view, config, decisions, answer), run natively.
         group.bench_with_input(
             BenchmarkId::new("native", size),
-            &guest_nodes,
-            |b, nodes| {
-                b.iter(|| black_box(wasmdaemon_plugin_hardware::logic::decide(&config, nodes)))
+            &guest_batch,
+            |b, batch| {
+                b.iter(|| black_box(sdk::decide::<Hardware>(&guest_set, batch).expect("decides")))
             },
         );
-        group.bench_with_input(
-            BenchmarkId::new("wasm-projected", size),
-            &projected,
-            |b, nodes| b.iter(|| black_box(plugin.decide(&info, nodes).expect("decides"))),
-        );
+        // The same batch through the sandbox: a fresh instance, the copy in, the answer out.
+        group.bench_with_input(BenchmarkId::new("wasm", size), &batch, |b, batch| {
+            b.iter(|| black_box(plugin.decide(&info, batch).expect("decides")))
+        });
+        // Projection from Kubernetes nodes included, as a full re-plan pays it.
         group.bench_with_input(
             BenchmarkId::new("wasm-projecting", size),
             &nodes,
             |b, nodes| {
                 b.iter(|| {
-                    let batch: Vec<_> =
-                        nodes.iter().map(|n| plugin.projection.project(n)).collect();
+                    let batch = plugin.projection.batch(nodes);
                     black_box(plugin.decide(&info, &batch).expect("decides"))
                 })
             },
         );
+        // Every label, annotation, condition, resource and node info sent, as a plugin that
+        // declared no interest would need.
         group.bench_with_input(
             BenchmarkId::new("wasm-every-field", size),
             &full,
-            |b, nodes| b.iter(|| black_box(plugin.decide(&info, nodes).expect("decides"))),
+            |b, batch| b.iter(|| black_box(plugin.decide(&info, batch).expect("decides"))),
         );
 
         // A re-plan after one node changed: only that node is sent to the plugin.

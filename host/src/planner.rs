@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec};
 use thiserror::Error;
 
 use crate::crd::WasmDaemonSet;
-use crate::plugin::bindings::{self, Decision, SetInfo};
-use crate::plugin::{LoadedPlugin, PluginError};
+use crate::plugin::bindings::{self, SetInfo};
+use crate::plugin::{LoadedPlugin, PluginDecision, PluginError};
 use crate::predicates::{Placement, node_should_run_daemon_pod};
 use crate::render::{self, HASH_LABEL, RenderError};
 
@@ -21,14 +21,19 @@ pub const MAX_BATCH: usize = 4096;
 /// Something that decides for nodes the predicates allow: a plugin, or a test double.
 pub trait Decider {
     /// One decision per node, in order.
-    fn decide(&mut self, set: &SetInfo, nodes: &[&Node]) -> Result<Vec<Decision>, PluginError>;
+    fn decide(
+        &mut self,
+        set: &SetInfo,
+        nodes: &[&Node],
+    ) -> Result<Vec<PluginDecision>, PluginError>;
 }
 
 /// Calls a loaded plugin, sending each node only as the plugin asked to see it, and not sending
-/// a node again while its projection and the set's plugin input stay the same.
+/// a node again while the parts the plugin reads and the set's plugin input stay the same.
 pub struct PluginDecider {
     plugin: Arc<LoadedPlugin>,
-    memo: HashMap<String, (bindings::Node, Decision)>,
+    /// Per node name: the fingerprint of what the plugin saw, and its answer.
+    memo: HashMap<String, (u64, PluginDecision)>,
     memo_key: Option<SetInfo>,
 }
 
@@ -53,35 +58,46 @@ impl PluginDecider {
 }
 
 impl Decider for PluginDecider {
-    fn decide(&mut self, set: &SetInfo, nodes: &[&Node]) -> Result<Vec<Decision>, PluginError> {
+    fn decide(
+        &mut self,
+        set: &SetInfo,
+        nodes: &[&Node],
+    ) -> Result<Vec<PluginDecision>, PluginError> {
         if self.memo_key.as_ref() != Some(set) {
             self.memo.clear();
             self.memo_key = Some(set.clone());
         }
 
         let projection = &self.plugin.projection;
-        let projected: Vec<bindings::Node> = nodes.iter().map(|n| projection.project(n)).collect();
-        let stale: Vec<usize> = projected
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| self.memo.get(&p.name).is_none_or(|(seen, _)| seen != *p))
-            .map(|(i, _)| i)
+        let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
+        let prints: Vec<u64> = nodes.iter().map(|n| projection.fingerprint(n)).collect();
+        let stale: Vec<usize> = (0..nodes.len())
+            .filter(|&i| {
+                let known = nodes[i]
+                    .metadata
+                    .name
+                    .as_deref()
+                    .and_then(|n| self.memo.get(n));
+                known.is_none_or(|(print, _)| *print != prints[i])
+            })
             .collect();
 
-        let mut fresh = Vec::with_capacity(stale.len());
         for chunk in stale.chunks(MAX_BATCH) {
-            let batch: Vec<bindings::Node> = chunk.iter().map(|&i| projected[i].clone()).collect();
-            fresh.extend(self.plugin.decide(set, &batch)?);
-        }
-        for (&i, decision) in stale.iter().zip(fresh) {
-            let node = projected[i].clone();
-            self.memo.insert(node.name.clone(), (node, decision));
+            let batch = projection.batch(chunk.iter().map(|&i| nodes[i]));
+            let fresh = self.plugin.decide(set, &batch)?;
+            for (&i, decision) in chunk.iter().zip(fresh) {
+                self.memo.insert(name(nodes[i]), (prints[i], decision));
+            }
         }
 
-        Ok(projected
+        Ok(nodes
             .iter()
-            .map(|p| self.memo.get(&p.name).map(|(_, d)| d.clone()))
-            .map(|d| d.unwrap_or_else(|| Decision::Skip("no decision".to_string())))
+            .map(|n| {
+                let known = n.metadata.name.as_deref().and_then(|n| self.memo.get(n));
+                known
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_else(|| PluginDecision::Skip(Arc::from("no decision")))
+            })
             .collect())
     }
 }
@@ -217,7 +233,7 @@ pub fn decide_nodes(
         .map(|(i, _)| i)
         .collect();
 
-    let mut plugin_answers: HashMap<usize, Decision> = HashMap::new();
+    let mut plugin_answers: HashMap<usize, PluginDecision> = HashMap::new();
     if let Some(policy) = &set.spec.policy {
         let decider = decider.ok_or_else(|| PlanError::MissingPlugin(policy.plugin.clone()))?;
         let batch: Vec<&Node> = in_play.iter().map(|&i| &nodes[i]).collect();
@@ -234,7 +250,7 @@ pub fn decide_nodes(
                 reason: placement.reason.clone().unwrap_or_default(),
                 keep_existing: false,
             },
-            Some(Decision::Skip(reason)) => Outcome::Skip {
+            Some(PluginDecision::Skip(reason)) => Outcome::Skip {
                 reason: format!("plugin: {reason}"),
                 keep_existing: false,
             },
@@ -248,10 +264,10 @@ pub fn decide_nodes(
                     source: Box::new(source),
                 }
             })?,
-            Some(Decision::Run(run)) => run_outcome(
+            Some(PluginDecision::Run { variant, overrides }) => run_outcome(
                 set,
-                run.variant.as_deref(),
-                run.overrides.as_ref(),
+                variant.as_deref(),
+                overrides.as_deref(),
                 &mut rendered_cache,
             )
             .map_err(|source| PlanError::Render {

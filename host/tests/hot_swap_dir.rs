@@ -49,11 +49,11 @@ fn decisions_continue_on_many_threads_while_the_plugin_is_swapped() {
                     let plugin = registry.load("p", None).map_err(|e| e.to_string())?;
                     let set = set_info(&format!("set-{}", i % 10), "null");
                     let answer = plugin.decide(&set, &batch).map_err(|e| e.to_string())?;
-                    if answer.len() != batch.len() {
+                    if answer.len() != batch.nodes.len() {
                         return Err(format!(
                             "{} decisions for {} nodes",
                             answer.len(),
-                            batch.len()
+                            batch.nodes.len()
                         ));
                     }
                     decided.fetch_add(1, Ordering::Relaxed);

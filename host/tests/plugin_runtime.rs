@@ -4,8 +4,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmdaemon::plugin::bindings::{Decision, Node, SetInfo};
-use wasmdaemon::plugin::{Limits, LoadedPlugin, PluginEngine, PluginError};
+use k8s_openapi::api::core::v1::Node;
+use wasmdaemon::plugin::bindings::SetInfo;
+use wasmdaemon::plugin::{Limits, LoadedPlugin, PluginDecision, PluginEngine, PluginError};
 
 /// The deadline of the engine that checks deadlines.
 const DEADLINE: Duration = Duration::from_millis(100);
@@ -52,23 +53,25 @@ fn set(variants: &[&str]) -> SetInfo {
 }
 
 fn node(name: &str, labels: &[(&str, &str)]) -> Node {
-    Node {
-        name: name.into(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| wasmdaemon::plugin::bindings::KeyValue {
-                key: k.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        annotations: vec![],
-        taints: vec![],
-        unschedulable: false,
-        conditions: vec![],
-        capacity: vec![],
-        allocatable: vec![],
-        info: None,
-    }
+    let labels: std::collections::BTreeMap<_, _> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+        .unwrap()
+}
+
+/// Projects `nodes` as the plugin asked and decides them in one batch.
+fn decide(
+    plugin: &LoadedPlugin,
+    set: &SetInfo,
+    nodes: &[Node],
+) -> Result<Vec<PluginDecision>, PluginError> {
+    plugin.decide_nodes(set, &nodes.iter().collect::<Vec<_>>())
+}
+
+fn runs(decision: &PluginDecision, want: Option<&str>) -> bool {
+    matches!(decision, PluginDecision::Run { variant, .. } if variant.as_deref() == want)
 }
 
 fn nodes(n: usize) -> Vec<Node> {
@@ -77,13 +80,13 @@ fn nodes(n: usize) -> Vec<Node> {
 
 /// The well-behaved plugin still answers correctly: the failure before it left nothing behind.
 fn assert_host_still_serves() {
-    let answer = echo()
-        .decide(
-            &set(&["gpu"]),
-            &[node("a", &[("wasmdaemon.test/variant", "gpu")])],
-        )
-        .unwrap();
-    assert!(matches!(&answer[0], Decision::Run(run) if run.variant.as_deref() == Some("gpu")));
+    let answer = decide(
+        &echo(),
+        &set(&["gpu"]),
+        &[node("a", &[("wasmdaemon.test/variant", "gpu")])],
+    )
+    .unwrap();
+    assert!(runs(&answer[0], Some("gpu")));
 }
 
 #[test]
@@ -95,12 +98,12 @@ fn well_behaved_plugin_decides_every_node_of_a_large_batch() {
     let mut batch = nodes(5000);
     batch[1] = node("gpu-node", &[("wasmdaemon.test/variant", "gpu")]);
     batch[2] = node("skipped", &[("wasmdaemon.test/skip", "not today")]);
-    let answer = plugin.decide(&set(&["gpu"]), &batch).unwrap();
+    let answer = decide(&plugin, &set(&["gpu"]), &batch).unwrap();
 
     assert_eq!(answer.len(), 5000);
-    assert!(matches!(&answer[0], Decision::Run(run) if run.variant.is_none()));
-    assert!(matches!(&answer[1], Decision::Run(run) if run.variant.as_deref() == Some("gpu")));
-    assert_eq!(answer[2], Decision::Skip("not today".into()));
+    assert!(runs(&answer[0], None));
+    assert!(runs(&answer[1], Some("gpu")));
+    assert_eq!(answer[2], PluginDecision::Skip("not today".into()));
 }
 
 #[test]
@@ -116,7 +119,7 @@ fn endless_loop_is_interrupted_at_the_deadline() {
         env!("WASMDAEMON_TEST_PLUGIN_LOOP"),
     );
     let started = std::time::Instant::now();
-    let error = plugin.decide(&set(&[]), &nodes(3)).unwrap_err();
+    let error = decide(&plugin, &set(&[]), &nodes(3)).unwrap_err();
     assert!(
         matches!(error, PluginError::DeadlineExceeded { deadline, .. } if deadline == DEADLINE)
     );
@@ -131,7 +134,7 @@ fn memory_bomb_is_stopped_at_the_memory_limit() {
         "test-memory-bomb",
         env!("WASMDAEMON_TEST_PLUGIN_MEMORY_BOMB"),
     );
-    let error = plugin.decide(&set(&[]), &nodes(1)).unwrap_err();
+    let error = decide(&plugin, &set(&[]), &nodes(1)).unwrap_err();
     assert!(
         matches!(error, PluginError::MemoryLimit { limit_bytes, .. } if limit_bytes == 64 << 20),
         "{error:?}"
@@ -142,7 +145,7 @@ fn memory_bomb_is_stopped_at_the_memory_limit() {
 #[test]
 fn panic_is_reported_as_a_trap_with_the_guest_message() {
     let plugin = load("test-panic", env!("WASMDAEMON_TEST_PLUGIN_PANIC"));
-    let error = plugin.decide(&set(&[]), &nodes(2)).unwrap_err();
+    let error = decide(&plugin, &set(&[]), &nodes(2)).unwrap_err();
     match &error {
         PluginError::Trap { message, .. } => {
             assert!(
@@ -161,7 +164,7 @@ fn wrong_decision_count_is_a_malformed_answer() {
         "test-wrong-count",
         env!("WASMDAEMON_TEST_PLUGIN_WRONG_COUNT"),
     );
-    let error = plugin.decide(&set(&[]), &nodes(4)).unwrap_err();
+    let error = decide(&plugin, &set(&[]), &nodes(4)).unwrap_err();
     assert!(
         matches!(&error, PluginError::Malformed { message, .. } if message == "3 decisions for 4 nodes"),
         "{error:?}"
@@ -175,7 +178,7 @@ fn invented_variant_is_a_malformed_answer() {
         "test-unknown-variant",
         env!("WASMDAEMON_TEST_PLUGIN_UNKNOWN_VARIANT"),
     );
-    let error = plugin.decide(&set(&["gpu"]), &nodes(1)).unwrap_err();
+    let error = decide(&plugin, &set(&["gpu"]), &nodes(1)).unwrap_err();
     assert!(
         matches!(&error, PluginError::Malformed { message, .. }
             if message.contains("unknown variant \"no-such-variant\"")),
@@ -190,7 +193,7 @@ fn oversized_reason_is_a_malformed_answer() {
         "test-huge-reason",
         env!("WASMDAEMON_TEST_PLUGIN_HUGE_REASON"),
     );
-    let error = plugin.decide(&set(&[]), &nodes(2)).unwrap_err();
+    let error = decide(&plugin, &set(&[]), &nodes(2)).unwrap_err();
     assert!(
         matches!(&error, PluginError::Malformed { message, .. } if message.contains("skip reason")),
         "{error:?}"
@@ -204,7 +207,7 @@ fn a_million_decisions_for_two_nodes_is_refused() {
         "test-many-decisions",
         env!("WASMDAEMON_TEST_PLUGIN_MANY_DECISIONS"),
     );
-    let error = plugin.decide(&set(&[]), &nodes(2)).unwrap_err();
+    let error = decide(&plugin, &set(&[]), &nodes(2)).unwrap_err();
     // Either the million entries fit in guest memory and the count is wrong, or building them
     // ran out of memory first: both stop the plugin without harming the host.
     assert!(
@@ -225,7 +228,7 @@ fn log_and_stdio_floods_are_bounded() {
     ] {
         let plugin = load(name, path);
         // The flood completes with its output cut to the limits.
-        match plugin.decide(&set(&[]), &nodes(2)) {
+        match decide(&plugin, &set(&[]), &nodes(2)) {
             Ok(answer) => assert_eq!(answer.len(), 2),
             Err(error) => {
                 assert!(
@@ -239,9 +242,9 @@ fn log_and_stdio_floods_are_bounded() {
 }
 
 fn probe_reason(name: &str, path: &str) -> String {
-    let answer = load(name, path).decide(&set(&[]), &nodes(1)).unwrap();
+    let answer = decide(&load(name, path), &set(&[]), &nodes(1)).unwrap();
     match &answer[0] {
-        Decision::Skip(reason) => reason.clone(),
+        PluginDecision::Skip(reason) => reason.to_string(),
         other => panic!("{name}: expected a skip carrying the probe report, got {other:?}"),
     }
 }

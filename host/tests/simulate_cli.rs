@@ -312,11 +312,7 @@ fn variant_invented_by_the_plugin_is_a_clear_error() {
     .unwrap();
     let set = std::fs::read_to_string(repo().join("examples/sets/gpu-telemetry.yaml")).unwrap();
     let set = set.replace("plugin: hardware", "plugin: inventive");
-    let set = temp_file(
-        &dir,
-        "set.yaml",
-        &set.split("    config:").next().unwrap().to_string(),
-    );
+    let set = temp_file(&dir, "set.yaml", set.split("    config:").next().unwrap());
     let plugin_dir = dir.path().to_string_lossy().into_owned();
     let line = error_line(&[
         "simulate",

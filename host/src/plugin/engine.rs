@@ -16,7 +16,9 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{self, Decision, Node, PluginInfo, PluginPre, SetInfo};
+use k8s_openapi::api::core::v1::Node as K8sNode;
+
+use super::bindings::{self, Answer, Decision, NodeBatch, PluginInfo, PluginPre, SetInfo};
 use super::cache::{CacheError, DiskCache};
 use super::error::PluginError;
 use super::output::{BoundedPipe, head, tail};
@@ -53,6 +55,20 @@ impl Default for Limits {
             max_log_lines: 64,
         }
     }
+}
+
+/// A plugin's answer for one node, checked and resolved. Strings and overrides are shared
+/// between the nodes that got the same answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginDecision {
+    /// The plugin does not want the set on this node; the reason is meant for people.
+    Skip(Arc<str>),
+    /// The node runs the set: the plain template (`variant: None`) or a declared variant, with
+    /// optional per-node overrides.
+    Run {
+        variant: Option<Arc<str>>,
+        overrides: Option<Arc<bindings::Overrides>>,
+    },
 }
 
 /// Per-call store data.
@@ -356,15 +372,27 @@ impl LoadedPlugin {
     /// Decides a batch of already projected nodes.
     ///
     /// On success there is exactly one decision per node, every variant is one the set
-    /// declares, and every string and list is within the limits.
-    pub fn decide(&self, set: &SetInfo, nodes: &[Node]) -> Result<Vec<Decision>, PluginError> {
+    /// declares, and every string, index and list is within bounds.
+    pub fn decide(
+        &self,
+        set: &SetInfo,
+        nodes: &NodeBatch,
+    ) -> Result<Vec<PluginDecision>, PluginError> {
         let answer = self.call(|plugin, store| plugin.call_decide(store, set, nodes))?;
-        let decisions = answer.map_err(|message| PluginError::Reported {
+        let answer = answer.map_err(|message| PluginError::Reported {
             plugin: self.info.name.clone(),
             message: head(&message, self.limits.max_string_bytes).to_string(),
         })?;
-        self.check_decisions(set, nodes, &decisions)?;
-        Ok(decisions)
+        self.read_answer(set, nodes, answer)
+    }
+
+    /// Projects `nodes` as this plugin asked to see them and decides them.
+    pub fn decide_nodes(
+        &self,
+        set: &SetInfo,
+        nodes: &[&K8sNode],
+    ) -> Result<Vec<PluginDecision>, PluginError> {
+        self.decide(set, &self.projection.batch(nodes.iter().copied()))
     }
 
     fn describe(&self) -> Result<PluginInfo, PluginError> {
@@ -395,48 +423,102 @@ impl LoadedPlugin {
         }
     }
 
-    fn check_decisions(
+    /// Checks an answer against the contract and resolves its indexes.
+    fn read_answer(
         &self,
         set: &SetInfo,
-        nodes: &[Node],
-        decisions: &[Decision],
-    ) -> Result<(), PluginError> {
-        if decisions.len() != nodes.len() {
+        nodes: &NodeBatch,
+        answer: Answer,
+    ) -> Result<Vec<PluginDecision>, PluginError> {
+        let count = nodes.nodes.len();
+        if answer.decisions.len() != count {
             return Err(self.malformed(format!(
                 "{} decisions for {} nodes",
-                decisions.len(),
-                nodes.len()
+                answer.decisions.len(),
+                count
             )));
         }
         let max = self.limits.max_string_bytes;
         let max_list = self.limits.max_list_len;
-        for (node, decision) in nodes.iter().zip(decisions) {
-            let at = |what: String| self.malformed(format!("node {}: {what}", node.name));
-            match decision {
-                Decision::Skip(reason) if reason.len() > max => {
-                    return Err(at(format!(
-                        "skip reason of {} bytes (limit {max})",
-                        reason.len()
-                    )));
-                }
-                Decision::Skip(_) => {}
-                Decision::Run(run) => {
-                    if let Some(variant) = &run.variant
-                        && !set.variants.iter().any(|v| v == variant)
-                    {
-                        return Err(at(format!(
-                            "unknown variant {:?}; the set declares {:?}",
-                            head(variant, 256),
-                            set.variants
-                        )));
-                    }
-                    if let Some(overrides) = &run.overrides {
-                        check_overrides(overrides, max, max_list).map_err(at)?;
-                    }
-                }
-            }
+        let table_limit = count.saturating_mul(2).saturating_add(max_list);
+        if answer.strings.len() > table_limit || answer.overrides.len() > table_limit {
+            return Err(self.malformed(format!(
+                "{} strings and {} overrides for {count} nodes",
+                answer.strings.len(),
+                answer.overrides.len()
+            )));
         }
-        Ok(())
+        if let Some(long) = answer.strings.iter().find(|s| s.len() > max) {
+            return Err(self.malformed(format!(
+                "a string of {} bytes (limit {max}), such as a skip reason",
+                long.len()
+            )));
+        }
+        let strings: Vec<Arc<str>> = answer.strings.into_iter().map(Arc::from).collect();
+        let mut overrides = Vec::with_capacity(answer.overrides.len());
+        for (i, o) in answer.overrides.into_iter().enumerate() {
+            check_overrides(&o, max, max_list)
+                .map_err(|what| self.malformed(format!("overrides[{i}]: {what}")))?;
+            overrides.push(Arc::new(o));
+        }
+
+        let node_name = |i: usize| {
+            let name = nodes
+                .nodes
+                .get(i)
+                .and_then(|n| nodes.strings.get(n.name as usize));
+            name.map(String::as_str).unwrap_or("?").to_string()
+        };
+        let string = |i: usize, index: u32, what: &str| {
+            strings.get(index as usize).cloned().ok_or_else(|| {
+                self.malformed(format!(
+                    "node {}: {what} index {index} is out of range ({} strings)",
+                    node_name(i),
+                    strings.len()
+                ))
+            })
+        };
+        // Whether each string is a declared variant, worked out once per string.
+        let mut declared: Vec<Option<bool>> = vec![None; strings.len()];
+
+        let mut decisions = Vec::with_capacity(count);
+        for (i, decision) in answer.decisions.into_iter().enumerate() {
+            decisions.push(match decision {
+                Decision::Skip(reason) => PluginDecision::Skip(string(i, reason, "skip reason")?),
+                Decision::Run(run) => {
+                    let variant = match run.variant {
+                        None => None,
+                        Some(index) => {
+                            let name = string(i, index, "variant")?;
+                            let known = *declared[index as usize]
+                                .get_or_insert_with(|| set.variants.iter().any(|v| **v == *name));
+                            if !known {
+                                return Err(self.malformed(format!(
+                                    "node {}: unknown variant {:?}; the set declares {:?}",
+                                    node_name(i),
+                                    head(&name, 256),
+                                    set.variants
+                                )));
+                            }
+                            Some(name)
+                        }
+                    };
+                    let overrides = match run.overrides {
+                        None => None,
+                        Some(index) => {
+                            Some(overrides.get(index as usize).cloned().ok_or_else(|| {
+                                self.malformed(format!(
+                                    "node {}: overrides index {index} is out of range",
+                                    node_name(i)
+                                ))
+                            })?)
+                        }
+                    };
+                    PluginDecision::Run { variant, overrides }
+                }
+            });
+        }
+        Ok(decisions)
     }
 
     /// Runs one guest call in a fresh store under the deadline and memory limit.

@@ -6,7 +6,7 @@ mod error;
 mod output;
 mod projection;
 
-pub use engine::{Limits, LoadStage, LoadedPlugin, PluginEngine, digest_of};
+pub use engine::{Limits, LoadStage, LoadedPlugin, PluginDecision, PluginEngine, digest_of};
 pub use error::PluginError;
 pub use projection::Projection;
 

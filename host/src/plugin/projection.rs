@@ -1,20 +1,25 @@
-//! Turns a Kubernetes `Node` into the WIT node record, keeping only what a plugin reads.
+//! Turns Kubernetes `Node`s into the WIT node batch, keeping only what a plugin reads.
 //!
-//! Sending a plugin every label of every node dominates the cost of a call; a plugin that
-//! reads three labels and one resource gets exactly those.
+//! Sending a plugin every label of every node dominates the cost of a call, and so does sending
+//! one string per label: a plugin that reads three labels and one resource gets exactly those,
+//! in columnar tables where each distinct string travels once. The same walk over a node also
+//! yields a fingerprint, so a node whose projected parts did not change is not sent again.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::bindings::{self, Interest, KeyValue, Resource, TaintEffect};
+use super::bindings::{self, Interest, NodeBatch, TaintEffect};
 use crate::quantity::parse_milli;
 
 /// Which keys of a map the plugin asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct KeyFilter {
     all: bool,
+    /// Sorted and deduplicated.
     exact: Vec<String>,
     prefixes: Vec<String>,
 }
@@ -46,55 +51,44 @@ impl KeyFilter {
             || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
 
-    /// Picks the wanted entries. With only exact keys, looks each up instead of scanning.
-    fn select(&self, map: Option<&BTreeMap<String, String>>) -> Vec<KeyValue> {
-        let Some(map) = map else { return Vec::new() };
+    /// Calls `f` for every wanted entry of `map`, in key order. With only exact keys it walks
+    /// the two sorted lists side by side instead of searching for each key.
+    fn for_each<'a, V>(
+        &self,
+        map: Option<&'a BTreeMap<String, V>>,
+        mut f: impl FnMut(&'a str, &'a V),
+    ) {
+        let Some(map) = map else { return };
         if self.is_empty() {
-            return Vec::new();
+            return;
         }
-        let pair = |(k, v): (&String, &String)| KeyValue {
-            key: k.clone(),
-            value: v.clone(),
-        };
-        if !self.all && self.prefixes.is_empty() {
-            return self
-                .exact
-                .iter()
-                .filter_map(|k| map.get_key_value(k))
-                .map(pair)
-                .collect();
+        if self.all || !self.prefixes.is_empty() {
+            for (k, v) in map.iter().filter(|(k, _)| self.matches(k)) {
+                f(k, v);
+            }
+            return;
         }
-        map.iter()
-            .filter(|(k, _)| self.matches(k))
-            .map(pair)
-            .collect()
+        let mut wanted = self.exact.iter().peekable();
+        for (k, v) in map {
+            while wanted.next_if(|w| w.as_str() < k.as_str()).is_some() {}
+            match wanted.peek() {
+                None => break,
+                Some(w) if w.as_str() == k.as_str() => f(k, v),
+                Some(_) => {}
+            }
+        }
     }
+}
 
-    fn select_resources(&self, map: Option<&BTreeMap<String, Quantity>>) -> Vec<Resource> {
-        let Some(map) = map else { return Vec::new() };
-        if self.is_empty() {
-            return Vec::new();
-        }
-        // A quantity the API server would never have stored is left out rather than guessed.
-        let resource = |(name, quantity): (&String, &Quantity)| {
-            parse_milli(&quantity.0).ok().map(|milli_value| Resource {
-                name: name.clone(),
-                milli_value,
-            })
-        };
-        if !self.all && self.prefixes.is_empty() {
-            return self
-                .exact
-                .iter()
-                .filter_map(|k| map.get_key_value(k))
-                .filter_map(resource)
-                .collect();
-        }
-        map.iter()
-            .filter(|(k, _)| self.matches(k))
-            .filter_map(resource)
-            .collect()
-    }
+/// What a walk over a node's projected parts reports, in a fixed order.
+trait Visitor<'a> {
+    fn label(&mut self, key: &'a str, value: &'a str);
+    fn annotation(&mut self, key: &'a str, value: &'a str);
+    fn taint(&mut self, key: &'a str, value: &'a str, effect: TaintEffect);
+    fn condition(&mut self, kind: &'a str, status: &'a str);
+    fn capacity(&mut self, name: &'a str, milli: i64);
+    fn allocatable(&mut self, name: &'a str, milli: i64);
+    fn info(&mut self, info: &'a NodeSystemInfo);
 }
 
 /// A compiled `interest`: the recipe for projecting nodes for one plugin.
@@ -129,85 +123,223 @@ impl Projection {
         self.labels.matches(key)
     }
 
-    /// The node as this plugin sees it.
-    pub fn project(&self, node: &Node) -> bindings::Node {
+    fn unschedulable(&self, node: &Node) -> bool {
+        self.unschedulable
+            && node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+    }
+
+    fn visit<'a>(&self, node: &'a Node, v: &mut impl Visitor<'a>) {
         let meta = &node.metadata;
         let spec = node.spec.as_ref();
         let status = node.status.as_ref();
 
-        let taints = if self.taints {
-            spec.and_then(|s| s.taints.as_ref())
-                .map(|taints| {
-                    taints
-                        .iter()
-                        .filter_map(|t| {
-                            let effect = match t.effect.as_str() {
-                                "NoSchedule" => TaintEffect::NoSchedule,
-                                "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
-                                "NoExecute" => TaintEffect::NoExecute,
-                                _ => return None,
-                            };
-                            Some(bindings::Taint {
-                                key: t.key.clone(),
-                                value: t.value.clone().unwrap_or_default(),
-                                effect,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-
-        let conditions = if self.conditions {
-            status
-                .and_then(|s| s.conditions.as_ref())
-                .map(|conditions| {
-                    conditions
-                        .iter()
-                        .map(|c| bindings::Condition {
-                            type_: c.type_.clone(),
-                            status: c.status.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-
-        let info = if self.node_info {
-            status
-                .and_then(|s| s.node_info.as_ref())
-                .map(|i| bindings::NodeInfo {
-                    architecture: i.architecture.clone(),
-                    operating_system: i.operating_system.clone(),
-                    kernel_version: i.kernel_version.clone(),
-                    container_runtime_version: i.container_runtime_version.clone(),
-                    kubelet_version: i.kubelet_version.clone(),
-                    os_image: i.os_image.clone(),
-                })
-        } else {
-            None
-        };
-
-        bindings::Node {
-            name: meta.name.clone().unwrap_or_default(),
-            labels: self.labels.select(meta.labels.as_ref()),
-            annotations: self.annotations.select(meta.annotations.as_ref()),
-            taints,
-            unschedulable: self.unschedulable
-                && spec.and_then(|s| s.unschedulable).unwrap_or(false),
-            conditions,
-            capacity: self
-                .resources
-                .select_resources(status.and_then(|s| s.capacity.as_ref())),
-            allocatable: self
-                .resources
-                .select_resources(status.and_then(|s| s.allocatable.as_ref())),
-            info,
+        self.labels
+            .for_each(meta.labels.as_ref(), |k, val| v.label(k, val));
+        self.annotations
+            .for_each(meta.annotations.as_ref(), |k, val| v.annotation(k, val));
+        if self.taints {
+            for t in spec.and_then(|s| s.taints.as_ref()).into_iter().flatten() {
+                let effect = match t.effect.as_str() {
+                    "NoSchedule" => TaintEffect::NoSchedule,
+                    "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+                    "NoExecute" => TaintEffect::NoExecute,
+                    _ => continue,
+                };
+                v.taint(&t.key, t.value.as_deref().unwrap_or(""), effect);
+            }
         }
+        if self.conditions {
+            for c in status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                v.condition(&c.type_, &c.status);
+            }
+        }
+        // A quantity the API server would never have stored is left out rather than guessed.
+        let milli = |q: &Quantity| parse_milli(&q.0).ok();
+        self.resources
+            .for_each(status.and_then(|s| s.capacity.as_ref()), |name, q| {
+                if let Some(m) = milli(q) {
+                    v.capacity(name, m);
+                }
+            });
+        self.resources
+            .for_each(status.and_then(|s| s.allocatable.as_ref()), |name, q| {
+                if let Some(m) = milli(q) {
+                    v.allocatable(name, m);
+                }
+            });
+        if self.node_info
+            && let Some(info) = status.and_then(|s| s.node_info.as_ref())
+        {
+            v.info(info);
+        }
+    }
+
+    /// A hash of everything the plugin would be sent about `node`. Equal fingerprints mean the
+    /// plugin would see the same node, so its earlier answer still holds.
+    pub fn fingerprint(&self, node: &Node) -> u64 {
+        let mut hasher = Fingerprint(DefaultHasher::new());
+        node.metadata.name.hash(&mut hasher.0);
+        self.unschedulable(node).hash(&mut hasher.0);
+        self.visit(node, &mut hasher);
+        hasher.0.finish()
+    }
+
+    /// The batch the plugin is sent for `nodes`, in order.
+    pub fn batch<'a>(&self, nodes: impl IntoIterator<Item = &'a Node>) -> NodeBatch {
+        let mut builder = BatchBuilder::default();
+        for (index, node) in nodes.into_iter().enumerate() {
+            builder.node = index as u32;
+            let name = builder.text(node.metadata.name.as_deref().unwrap_or(""));
+            let unschedulable = self.unschedulable(node);
+            builder.batch.nodes.push(bindings::Node {
+                name,
+                unschedulable,
+            });
+            self.visit(node, &mut builder);
+        }
+        builder.batch
+    }
+}
+
+struct Fingerprint(DefaultHasher);
+
+impl<'a> Visitor<'a> for Fingerprint {
+    fn label(&mut self, key: &'a str, value: &'a str) {
+        (0u8, key, value).hash(&mut self.0);
+    }
+    fn annotation(&mut self, key: &'a str, value: &'a str) {
+        (1u8, key, value).hash(&mut self.0);
+    }
+    fn taint(&mut self, key: &'a str, value: &'a str, effect: TaintEffect) {
+        (2u8, key, value, effect as u8).hash(&mut self.0);
+    }
+    fn condition(&mut self, kind: &'a str, status: &'a str) {
+        (3u8, kind, status).hash(&mut self.0);
+    }
+    fn capacity(&mut self, name: &'a str, milli: i64) {
+        (4u8, name, milli).hash(&mut self.0);
+    }
+    fn allocatable(&mut self, name: &'a str, milli: i64) {
+        (5u8, name, milli).hash(&mut self.0);
+    }
+    fn info(&mut self, i: &'a NodeSystemInfo) {
+        6u8.hash(&mut self.0);
+        (&i.architecture, &i.operating_system, &i.kernel_version).hash(&mut self.0);
+        (
+            &i.container_runtime_version,
+            &i.kubelet_version,
+            &i.os_image,
+        )
+            .hash(&mut self.0);
+    }
+}
+
+/// Fills a batch, sending each distinct string once.
+#[derive(Default)]
+struct BatchBuilder<'a> {
+    batch: NodeBatch,
+    strings: HashMap<&'a str, u32>,
+    node: u32,
+}
+
+#[expect(
+    clippy::derivable_impls,
+    reason = "the type is generated; deriving would ask bindgen to derive Default for every type"
+)]
+impl Default for NodeBatch {
+    fn default() -> Self {
+        Self {
+            strings: Vec::new(),
+            nodes: Vec::new(),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+            taints: Vec::new(),
+            conditions: Vec::new(),
+            capacity: Vec::new(),
+            allocatable: Vec::new(),
+            infos: Vec::new(),
+        }
+    }
+}
+
+impl<'a> BatchBuilder<'a> {
+    fn text(&mut self, s: &'a str) -> u32 {
+        match self.strings.entry(s) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let index = self.batch.strings.len() as u32;
+                self.batch.strings.push(s.to_string());
+                *e.insert(index)
+            }
+        }
+    }
+
+    fn entry(&mut self, key: &'a str, value: &'a str) -> bindings::Entry {
+        bindings::Entry {
+            node: self.node,
+            key: self.text(key),
+            value: self.text(value),
+        }
+    }
+
+    fn amount(&mut self, name: &'a str, milli_value: i64) -> bindings::Amount {
+        bindings::Amount {
+            node: self.node,
+            name: self.text(name),
+            milli_value,
+        }
+    }
+}
+
+impl<'a> Visitor<'a> for BatchBuilder<'a> {
+    fn label(&mut self, key: &'a str, value: &'a str) {
+        let entry = self.entry(key, value);
+        self.batch.labels.push(entry);
+    }
+    fn annotation(&mut self, key: &'a str, value: &'a str) {
+        let entry = self.entry(key, value);
+        self.batch.annotations.push(entry);
+    }
+    fn taint(&mut self, key: &'a str, value: &'a str, effect: TaintEffect) {
+        let (key, value) = (self.text(key), self.text(value));
+        self.batch.taints.push(bindings::Taint {
+            node: self.node,
+            key,
+            value,
+            effect,
+        });
+    }
+    fn condition(&mut self, kind: &'a str, status: &'a str) {
+        let entry = self.entry(kind, status);
+        self.batch.conditions.push(entry);
+    }
+    fn capacity(&mut self, name: &'a str, milli: i64) {
+        let amount = self.amount(name, milli);
+        self.batch.capacity.push(amount);
+    }
+    fn allocatable(&mut self, name: &'a str, milli: i64) {
+        let amount = self.amount(name, milli);
+        self.batch.allocatable.push(amount);
+    }
+    fn info(&mut self, i: &'a NodeSystemInfo) {
+        let info = bindings::NodeInfo {
+            node: self.node,
+            architecture: self.text(&i.architecture),
+            operating_system: self.text(&i.operating_system),
+            kernel_version: self.text(&i.kernel_version),
+            container_runtime_version: self.text(&i.container_runtime_version),
+            kubelet_version: self.text(&i.kubelet_version),
+            os_image: self.text(&i.os_image),
+        };
+        self.batch.infos.push(info);
     }
 }
 
@@ -227,12 +359,12 @@ mod tests {
         }
     }
 
-    fn node() -> Node {
+    fn node(name: &str, arch: &str) -> Node {
         serde_json::from_value(serde_json::json!({
             "metadata": {
-                "name": "n1",
+                "name": name,
                 "labels": {
-                    "kubernetes.io/arch": "arm64",
+                    "kubernetes.io/arch": arch,
                     "feature.node.kubernetes.io/cpu-model": "x",
                     "feature.node.kubernetes.io/pci-10de.present": "true",
                     "zone": "a"
@@ -243,7 +375,7 @@ mod tests {
             "status": {
                 "capacity": {"memory": "1Gi", "cpu": "4", "nvidia.com/gpu": "2"},
                 "nodeInfo": {
-                    "architecture": "arm64", "operatingSystem": "linux",
+                    "architecture": arch, "operatingSystem": "linux",
                     "kernelVersion": "6.1", "containerRuntimeVersion": "containerd://1.7",
                     "kubeletVersion": "v1.29.0", "osImage": "Debian", "bootID": "",
                     "machineID": "", "systemUUID": "", "kubeProxyVersion": ""
@@ -253,39 +385,54 @@ mod tests {
         .unwrap()
     }
 
+    fn text(batch: &NodeBatch, index: u32) -> &str {
+        &batch.strings[index as usize]
+    }
+
     #[test]
     fn only_declared_labels_and_resources_are_sent() {
         let projection = Projection::new(&interest(
             &["kubernetes.io/arch", "missing"],
             &["nvidia.com/gpu"],
         ));
-        let projected = projection.project(&node());
-        assert_eq!(projected.name, "n1");
-        assert_eq!(
-            projected.labels,
-            vec![KeyValue {
-                key: "kubernetes.io/arch".into(),
-                value: "arm64".into()
-            }]
-        );
-        assert_eq!(
-            projected.capacity,
-            vec![Resource {
-                name: "nvidia.com/gpu".into(),
-                milli_value: 2000
-            }]
-        );
-        assert!(projected.annotations.is_empty());
-        assert!(projected.taints.is_empty());
-        assert!(!projected.unschedulable);
-        assert!(projected.info.is_none());
+        let batch = projection.batch([&node("n1", "arm64")]);
+        assert_eq!(batch.nodes.len(), 1);
+        assert_eq!(text(&batch, batch.nodes[0].name), "n1");
+        let labels: Vec<_> = batch
+            .labels
+            .iter()
+            .map(|e| (e.node, text(&batch, e.key), text(&batch, e.value)))
+            .collect();
+        assert_eq!(labels, [(0, "kubernetes.io/arch", "arm64")]);
+        let capacity: Vec<_> = batch
+            .capacity
+            .iter()
+            .map(|a| (text(&batch, a.name), a.milli_value))
+            .collect();
+        assert_eq!(capacity, [("nvidia.com/gpu", 2000)]);
+        assert!(batch.annotations.is_empty());
+        assert!(batch.taints.is_empty());
+        assert!(!batch.nodes[0].unschedulable);
+        assert!(batch.infos.is_empty());
+    }
+
+    #[test]
+    fn each_distinct_string_is_sent_once() {
+        let projection = Projection::new(&interest(&["kubernetes.io/arch", "zone"], &["cpu"]));
+        let nodes: Vec<Node> = (0..100).map(|i| node(&format!("n{i}"), "amd64")).collect();
+        let batch = projection.batch(&nodes);
+        // 100 names, the two keys, their two values, and "cpu".
+        assert_eq!(batch.strings.len(), 105);
+        assert_eq!(batch.labels.len(), 200);
+        assert!(batch.labels.windows(2).all(|w| w[0].node <= w[1].node));
+        assert_eq!(batch.labels[199].node, 99);
     }
 
     #[test]
     fn prefix_and_wildcard_entries_select_many_keys() {
         let prefixed = Projection::new(&interest(&["feature.node.kubernetes.io/"], &["*"]));
-        let projected = prefixed.project(&node());
-        let keys: Vec<_> = projected.labels.iter().map(|l| l.key.as_str()).collect();
+        let batch = prefixed.batch([&node("n1", "arm64")]);
+        let keys: Vec<_> = batch.labels.iter().map(|e| text(&batch, e.key)).collect();
         assert_eq!(
             keys,
             [
@@ -293,10 +440,10 @@ mod tests {
                 "feature.node.kubernetes.io/pci-10de.present"
             ]
         );
-        assert_eq!(projected.capacity.len(), 3);
+        assert_eq!(batch.capacity.len(), 3);
 
         let all = Projection::new(&interest(&["*"], &[]));
-        assert_eq!(all.project(&node()).labels.len(), 4);
+        assert_eq!(all.batch([&node("n1", "arm64")]).labels.len(), 4);
         assert!(all.reads_label("anything"));
         assert!(!prefixed.reads_label("zone"));
     }
@@ -307,12 +454,33 @@ mod tests {
         wanted.taints = true;
         wanted.unschedulable = true;
         wanted.node_info = true;
-        let projected = Projection::new(&wanted).project(&node());
-        assert_eq!(projected.taints.len(), 1);
-        assert!(projected.unschedulable);
-        assert_eq!(
-            projected.info.map(|i| i.architecture),
-            Some("arm64".to_string())
-        );
+        let batch = Projection::new(&wanted).batch([&node("n1", "arm64")]);
+        assert_eq!(batch.taints.len(), 1);
+        assert!(batch.nodes[0].unschedulable);
+        assert_eq!(text(&batch, batch.infos[0].architecture), "arm64");
+    }
+
+    #[test]
+    fn fingerprint_changes_only_with_what_the_plugin_reads() {
+        let projection = Projection::new(&interest(&["kubernetes.io/arch"], &["memory"]));
+        let base = node("n1", "amd64");
+        let print = projection.fingerprint(&base);
+        assert_eq!(print, projection.fingerprint(&base.clone()));
+
+        let mut unread = base.clone();
+        unread
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("zone".into(), "b".into());
+        unread.metadata.resource_version = Some("42".into());
+        assert_eq!(print, projection.fingerprint(&unread));
+
+        assert_ne!(print, projection.fingerprint(&node("n1", "arm64")));
+        let mut bigger = base.clone();
+        let capacity = bigger.status.as_mut().unwrap().capacity.as_mut().unwrap();
+        capacity.insert("memory".into(), Quantity("2Gi".into()));
+        assert_ne!(print, projection.fingerprint(&bigger));
     }
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use wasmdaemon::plugin::bindings::{KeyValue, Node, SetInfo};
-use wasmdaemon::plugin::{Limits, PluginEngine};
+use k8s_openapi::api::core::v1::Node;
+use wasmdaemon::plugin::bindings::{Interest, NodeBatch, SetInfo};
+use wasmdaemon::plugin::{Limits, PluginEngine, Projection};
 use wasmdaemon::registry::{PluginStore, SetUse};
 
 /// Longest any wait in these tests lasts before it fails with what it saw.
@@ -153,23 +154,26 @@ pub fn wait_until(store: &PluginStore, what: &str, mut done: impl FnMut() -> boo
     }
 }
 
-pub fn nodes(n: usize) -> Vec<Node> {
-    (0..n)
-        .map(|i| Node {
-            name: format!("node-{i}"),
-            labels: vec![KeyValue {
-                key: "zone".into(),
-                value: format!("z{}", i % 3),
-            }],
-            annotations: vec![],
-            taints: vec![],
-            unschedulable: false,
-            conditions: vec![],
-            capacity: vec![],
-            allocatable: vec![],
-            info: None,
+/// A batch of `n` nodes with a `zone` label, as a plugin reading every label is sent it.
+pub fn nodes(n: usize) -> Arc<NodeBatch> {
+    let nodes: Vec<Node> = (0..n)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("node-{i}"), "labels": {"zone": format!("z{}", i % 3)}}
+            }))
+            .expect("node is valid")
         })
-        .collect()
+        .collect();
+    let everything = Interest {
+        labels: vec!["*".into()],
+        annotations: vec![],
+        taints: false,
+        unschedulable: false,
+        conditions: false,
+        resources: vec![],
+        node_info: false,
+    };
+    Arc::new(Projection::new(&everything).batch(&nodes))
 }
 
 pub fn write_atomically(path: &Path, bytes: &[u8]) {
