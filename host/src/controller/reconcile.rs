@@ -137,8 +137,9 @@ async fn pass(
     observed.plugin = planned.plugin.clone();
     let mut conditions = vec![status::rollout_condition(&observed)];
     if let Some(plugin) = &planned.plugin {
-        let name = set.spec.policy.as_ref().map_or("", |p| p.plugin.as_str());
-        let notice = crate::registry::sets::notice(&ctx.registry, name);
+        let notice = set.spec.policy.as_ref().and_then(|p| {
+            crate::registry::sets::notice(&ctx.registry, &p.plugin, p.digest.is_some())
+        });
         if let Some((reason, message)) = &notice
             && !has_condition_reason(set, PLUGIN_READY, reason)
         {

@@ -75,8 +75,9 @@ pub fn replan_triggers(
 }
 
 /// Why a set's plugin deserves a look although the set plans fine with it: the source was
-/// removed, or a newer version was refused. A `(reason, message)` for a condition.
-pub fn notice(registry: &Registry, plugin: &str) -> Option<(&'static str, String)> {
+/// removed, or (for a set that follows updates, not `pinned` to a digest) a newer version was
+/// refused. A `(reason, message)` for a condition.
+pub fn notice(registry: &Registry, plugin: &str, pinned: bool) -> Option<(&'static str, String)> {
     let status = registry.store()?.status(plugin)?;
     if status.removed {
         let message = format!(
@@ -84,6 +85,9 @@ pub fn notice(registry: &Registry, plugin: &str) -> Option<(&'static str, String
             status.source, status.plugin.digest
         );
         return Some(("PluginSourceRemoved", message));
+    }
+    if pinned {
+        return None;
     }
     let failure = status.last_failure?;
     let message = format!("{failure}; still running {}", status.plugin.digest);
