@@ -105,7 +105,11 @@ impl TestEnv {
     ) -> Result<Self, EnvError> {
         let prefix = format!("wdt-{}", unique_suffix());
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": prefix, "labels": {"wasmdaemon.io/test": "true"}}});
+        let ns = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": prefix, "labels": {"wasmdaemon.io/test": "true"}},
+        });
         namespaces
             .create(
                 &PostParams::default(),

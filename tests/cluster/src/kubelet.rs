@@ -93,7 +93,12 @@ fn key(pod: &Pod) -> (String, String) {
 }
 
 fn condition(kind: &str, ok: bool) -> Value {
-    json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now()})
+    json!({
+        "type": kind,
+        "status": if ok { "True" } else { "False" },
+        "lastProbeTime": null,
+        "lastTransitionTime": now(),
+    })
 }
 
 /// The pod status a kubelet reports for `fate`.
@@ -107,9 +112,13 @@ fn pod_status(pod: &Pod, fate: PodFate) -> Value {
         .into_iter()
         .map(|c| {
             let state = if fate == PodFate::Fail {
-                json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": now(), "finishedAt": now()}})
+                json!({"terminated": {
+                    "exitCode": 1, "reason": "Error", "startedAt": now(), "finishedAt": now()
+                }})
             } else if fate == PodFate::Succeed {
-                json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now(), "finishedAt": now()}})
+                json!({"terminated": {
+                    "exitCode": 0, "reason": "Completed", "startedAt": now(), "finishedAt": now()
+                }})
             } else {
                 json!({"running": {"startedAt": now()}})
             };
@@ -314,7 +323,7 @@ impl Kubelet {
             "type": "Ready",
             "status": if ready { "True" } else { "False" },
             "reason": reason,
-            "message": if ready { "kubelet is posting ready status" } else { "simulated not ready" },
+            "message": if ready { "kubelet is posting ready status" } else { "not ready" },
             "lastHeartbeatTime": now(),
             "lastTransitionTime": now(),
         }]}});

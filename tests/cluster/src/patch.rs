@@ -443,7 +443,10 @@ mod tests {
 
     #[test]
     fn field_paths_round_trip_through_fields_v1() {
-        let applied = json!({"metadata": {"labels": {"x": "1"}}, "spec": {"a": {"b": 1}, "containers": [{"name": "c", "image": "i"}]}});
+        let applied = json!({
+            "metadata": {"labels": {"x": "1"}},
+            "spec": {"a": {"b": 1}, "containers": [{"name": "c", "image": "i"}]},
+        });
         let paths = field_paths(&applied, true);
         assert_eq!(from_fields_v1(&to_fields_v1(&paths)), paths);
         for p in &paths {

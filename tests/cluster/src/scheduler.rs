@@ -320,24 +320,29 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).expect("valid pod")
     }
 
+    /// A pod spec requiring one node selector term.
+    fn required(term: Value) -> Value {
+        json!({"containers": [], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }}})
+    }
+
     #[test]
     fn match_fields_on_metadata_name_pins_a_pod_to_one_node() {
-        let p = pod(
-            json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]}]}}}}),
-        );
+        let p = pod(required(json!({
+            "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a"]}]
+        })));
         assert!(fits(&p, &NodeShape::new().to_node("a")).is_ok());
         assert!(fits(&p, &NodeShape::new().to_node("b")).is_err());
     }
 
     #[test]
     fn numeric_and_existence_operators_follow_kubernetes() {
-        let p = pod(
-            json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "cores", "operator": "Gt", "values": ["4"]},
-                {"key": "spot", "operator": "DoesNotExist"},
-                {"key": "kubernetes.io/arch", "operator": "NotIn", "values": ["arm64"]}
-            ]}]}}}}),
-        );
+        let p = pod(required(json!({"matchExpressions": [
+            {"key": "cores", "operator": "Gt", "values": ["4"]},
+            {"key": "spot", "operator": "DoesNotExist"},
+            {"key": "kubernetes.io/arch", "operator": "NotIn", "values": ["arm64"]}
+        ]})));
         assert!(fits(&p, &NodeShape::new().label("cores", "8").to_node("a")).is_ok());
         assert!(fits(&p, &NodeShape::new().label("cores", "4").to_node("a")).is_err());
         assert!(
@@ -368,9 +373,9 @@ mod tests {
             .taint("gpu", Some("yes"), "NoSchedule")
             .to_node("a");
         assert!(fits(&pod(json!({"containers": []})), &node).is_err());
-        let tolerating = pod(
-            json!({"containers": [], "tolerations": [{"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}]}),
-        );
+        let tolerating = pod(json!({"containers": [], "tolerations": [
+            {"key": "gpu", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}
+        ]}));
         assert!(fits(&tolerating, &node).is_ok());
         let everything = pod(json!({"containers": [], "tolerations": [{"operator": "Exists"}]}));
         assert!(fits(&everything, &node).is_ok());

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::faults::{Fault, Faults};
 use crate::patch;
@@ -302,7 +302,9 @@ async fn dispatch(
                 &json!({
                     "kind": "APIVersions",
                     "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:0"}],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:0"}
+                    ],
                 }),
             ));
         }
@@ -402,7 +404,11 @@ async fn dispatch(
             Ok(value_response(
                 201,
                 &json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "code": 201
                 }),
             ))
         }
@@ -586,7 +592,11 @@ fn table_of(def: &ResourceDef, items: &[Arc<Stored>], cont: Option<&str>, rv: u6
                 .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
                 .map(|t| human_age(now.duration_since(t).as_secs()))
                 .unwrap_or_default();
-            let mut partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta});
+            let mut partial = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+            });
             if let Some(m) = partial["metadata"].as_object_mut() {
                 m.remove("managedFields");
             }
@@ -603,7 +613,10 @@ fn table_of(def: &ResourceDef, items: &[Arc<Stored>], cont: Option<&str>, rv: u6
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta,
         "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0},
+            {
+                "name": "Name", "type": "string", "format": "name", "description": "Name",
+                "priority": 0
+            },
             {"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0},
         ],
         "rows": rows,
@@ -625,9 +638,15 @@ fn patch_object(
     body: &[u8],
 ) -> Result<(u16, Arc<Stored>), ApiError> {
     if content_type == "application/apply-patch+yaml" {
-        let manager = query.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
-            ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
-        })?;
+        let manager = query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is \
+                 required for apply patch",
+                )
+            })?;
         let force = query.get("force").is_some_and(|f| f == "true");
         let applied = parse_body(body)?;
         return apply(shared, def, ns, name, sub, applied, manager, force);
@@ -980,7 +999,8 @@ async fn stream_watch(
                         "apiVersion": api_version,
                         "metadata": {"resourceVersion": progress.to_string()},
                     });
-                    let line = event_line("BOOKMARK", &serde_json::to_vec(&object).unwrap_or_default());
+                    let raw = serde_json::to_vec(&object).unwrap_or_default();
+                    let line = event_line("BOOKMARK", &raw);
                     if tx.send(line).await.is_err() {
                         break;
                     }
@@ -995,7 +1015,8 @@ async fn stream_watch(
                         break;
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => break,
+                // A watcher that fell behind is cut; it resumes from its last resourceVersion.
+                Err(_) => break,
             },
         }
     }

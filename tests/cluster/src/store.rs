@@ -261,7 +261,8 @@ fn validate_labels(def: &ResourceDef, value: &Value) -> Result<(), ApiError> {
         };
         if !crate::selectors::valid_label_key(k) || !crate::selectors::valid_label_value(v) {
             let msg = format!(
-                "metadata.labels: Invalid value: \"{v}\": a valid label must be 63 characters or less and consist of alphanumeric characters, '-', '_' or '.'"
+                "metadata.labels: Invalid value: \"{v}\": a valid label must be 63 characters \
+                 or less and consist of alphanumeric characters, '-', '_' or '.'"
             );
             return Err(ApiError::invalid(&def.group, &def.kind, name, &msg));
         }
@@ -430,7 +431,10 @@ fn default_pod(pod: &mut Value) {
                 .any(|t| t["key"] == key && (t["effect"].is_null() || t["effect"] == "NoExecute"));
             if !present {
                 tols.push(json!({
-                    "key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300
                 }));
             }
         }
@@ -547,7 +551,15 @@ fn crd_status(crd: &Value, old: Option<&Value>) -> Value {
         .and_then(|o| o["status"]["conditions"][0]["lastTransitionTime"].as_str())
         .map(str::to_string)
         .unwrap_or_else(now);
-    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": time, "reason": reason, "message": msg});
+    let cond = |t: &str, reason: &str, msg: &str| {
+        json!({
+            "type": t,
+            "status": "True",
+            "lastTransitionTime": time,
+            "reason": reason,
+            "message": msg,
+        })
+    };
     json!({
         "conditions": [
             cond("NamesAccepted", "NoConflicts", "no conflicts found"),
@@ -825,7 +837,8 @@ impl State {
             match meta.get("namespace").and_then(Value::as_str) {
                 Some(body_ns) if !body_ns.is_empty() && body_ns != ns => {
                     return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
+                        "the namespace of the provided object does not match the namespace sent \
+                         on the request",
                     ));
                 }
                 _ => {
@@ -875,7 +888,9 @@ impl State {
                 &def.kind,
                 &name,
                 &format!(
-                    "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                    "metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 subdomain \
+                     must consist of lower case alphanumeric characters, '-' or '.', and must \
+                     start and end with an alphanumeric character"
                 ),
             ));
         }
@@ -1058,7 +1073,8 @@ impl State {
                     &def.group,
                     &def.kind,
                     name,
-                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
+                    "metadata.finalizers: Forbidden: no new finalizers can be added if the \
+                     object is being deleted",
                 ));
             }
         }
@@ -1145,7 +1161,12 @@ impl State {
         }
         let mut next = old.value.clone();
         next["spec"]["nodeName"] = json!(node);
-        let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()});
+        let cond = json!({
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": null,
+            "lastTransitionTime": now(),
+        });
         if !next["status"]["conditions"].is_array() {
             next["status"]["conditions"] = json!([]);
         }
@@ -1200,7 +1221,8 @@ impl State {
                 &def.plural,
                 name,
                 &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    "Precondition failed: ResourceVersion in precondition: {rv}, \
+                     ResourceVersion in object meta: {}",
                     old.meta("resourceVersion")
                 ),
             ));
@@ -1246,7 +1268,8 @@ impl State {
                     &def.kind,
                     name,
                     &format!(
-                        "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                        "propagationPolicy: Unsupported value: \"{other}\": supported values: \
+                         \"Foreground\", \"Background\", \"Orphan\""
                     ),
                 ));
             }
