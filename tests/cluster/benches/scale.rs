@@ -29,7 +29,10 @@ fn rss_mib(pid: u32) -> f64 {
 
 fn pod(i: usize) -> Pod {
     serde_json::from_value(json!({
-        "metadata": {"name": format!("pod-{i}"), "labels": {"app": "bench", "shard": (i % 10).to_string()}},
+        "metadata": {
+            "name": format!("pod-{i}"),
+            "labels": {"app": "bench", "shard": (i % 10).to_string()}
+        },
         "spec": {
             "nodeName": format!("node-{}", i % NODES),
             "containers": [{"name": "main", "image": "registry.example/app:1",

@@ -248,7 +248,12 @@ async fn merge_json_strategic_and_apply_patches_differ_as_in_kubernetes() -> Res
         .await?;
     assert!(replaced.metadata.finalizers.unwrap_or_default().is_empty());
 
-    let apply = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": data});
+    let apply = |data: Value| {
+        let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        cm["metadata"] = json!({"name": "applied"});
+        cm["data"] = data;
+        cm
+    };
     let pp = PatchParams::apply("manager-one");
     cms.patch(
         "applied",
@@ -318,7 +323,13 @@ async fn an_object_with_finalizers_stays_until_the_last_one_is_removed() -> Resu
     let deleting = cms.get("held").await?;
     assert!(deleting.metadata.deletion_timestamp.is_some());
     let add = cms
-        .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": ["test.wasmdaemon.io/one", "test.wasmdaemon.io/two", "test.wasmdaemon.io/three"]}})))
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": [
+                "test.wasmdaemon.io/one", "test.wasmdaemon.io/two", "test.wasmdaemon.io/three"
+            ]}})),
+        )
         .await
         .expect_err("adding a finalizer while deleting");
     assert_eq!(code_of(&add), Some((422, "Invalid".to_string())));
@@ -354,11 +365,11 @@ async fn owner_and_dependents(
         .await?;
     let uid = created.metadata.uid.clone().unwrap_or_default();
     for dep in deps {
-        let obj: ConfigMap = serde_json::from_value(
-            json!({"metadata": {"name": dep, "ownerReferences": [{
-                "apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid, "blockOwnerDeletion": block
-            }]}}),
-        )?;
+        let obj: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": dep, "ownerReferences": [{
+                "apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": uid,
+                "blockOwnerDeletion": block
+            }]}}))?;
         cms.create(&PostParams::default(), &obj).await?;
     }
     Ok(())
@@ -421,7 +432,8 @@ async fn foreground_deletion_waits_for_blocking_dependents() -> Result<()> {
     .await?;
     cms.delete("fg-owner", &DeleteParams::foreground()).await?;
     env.wait_until("the dependent is being deleted", WAIT, || async {
-        matches!(cms.get_opt("fg-dep").await, Ok(Some(d)) if d.metadata.deletion_timestamp.is_some())
+        let dep = cms.get_opt("fg-dep").await;
+        matches!(dep, Ok(Some(d)) if d.metadata.deletion_timestamp.is_some())
     })
     .await?;
     let owner = cms.get("fg-owner").await?;
@@ -570,7 +582,9 @@ impl Crd {
                 "versions": [{
                     "name": "v1", "served": true, "storage": true,
                     "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": true
+                    }}
                 }]
             }
         }))?;
@@ -785,7 +799,9 @@ async fn events_written_through_events_v1_are_visible_as_core_events() -> Result
         "reason": "Tested",
         "type": "Normal",
         "note": "hello",
-        "regarding": {"kind": "ConfigMap", "name": "x", "namespace": env.namespace(), "apiVersion": "v1"},
+        "regarding": {
+            "kind": "ConfigMap", "name": "x", "namespace": env.namespace(), "apiVersion": "v1"
+        },
     }))?;
     v1.create(&PostParams::default(), &event).await?;
     let core: Api<k8s_openapi::api::core::v1::Event> = env.api();

@@ -245,7 +245,10 @@ async fn deleting_a_node_garbage_collects_its_pods() -> Result<()> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(cluster.client());
     let pod = serde_json::from_value(json!({
         "metadata": {"name": "on-doomed"},
-        "spec": {"nodeName": "doomed", "containers": [{"name": "c", "image": "registry.example/c:1"}]}
+        "spec": {
+            "nodeName": "doomed",
+            "containers": [{"name": "c", "image": "registry.example/c:1"}]
+        }
     }))?;
     pods.create(&PostParams::default(), &pod).await?;
     nodes.delete("doomed", &Default::default()).await?;

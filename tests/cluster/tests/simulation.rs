@@ -19,9 +19,14 @@ fn pod(name: &str, extra_spec: Value) -> Pod {
 }
 
 fn pinned_to(node: &str) -> Value {
-    json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-    ]}}}})
+    required(json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}))
+}
+
+/// Required node affinity with one node selector term.
+fn required(term: Value) -> Value {
+    json!({"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+    }}})
 }
 
 fn summary(p: &Pod) -> (Option<String>, Option<String>, bool) {
@@ -105,12 +110,10 @@ async fn node_selectors_and_expressions_choose_matching_nodes() -> Result<()> {
         ),
     )
     .await?;
-    let expr = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [
-            {"key": "nvidia.com/gpu.present", "operator": "Exists"},
-            {"key": "cores", "operator": "Gt", "values": ["32"]}
-        ]}
-    ]}}}});
+    let expr = required(json!({"matchExpressions": [
+        {"key": "nvidia.com/gpu.present", "operator": "Exists"},
+        {"key": "cores", "operator": "Gt", "values": ["32"]}
+    ]}));
     pods.create(&PostParams::default(), &pod("gpu", expr))
         .await?;
     wait_running(&env, &pods, "arm", &arm, true).await?;
