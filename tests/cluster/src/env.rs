@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
@@ -34,6 +35,9 @@ pub enum EnvError {
     /// An API call failed.
     #[error(transparent)]
     Api(#[from] kube::Error),
+    /// The cluster did not reach the state needed to start.
+    #[error("setting up: {0}")]
+    Setup(String),
 }
 
 /// A namespace and a set of nodes on a cluster, cleaned up by [`TestEnv::teardown`] (or, less
@@ -219,6 +223,73 @@ impl TestEnv {
             .await?;
         self.kubelet().register_node(&full).await?;
         Ok(full)
+    }
+
+    /// Adds `count` nodes of `shape` named `<prefix>-0`, `<prefix>-1`, ... and returns their
+    /// full names.
+    pub async fn add_nodes(
+        &self,
+        prefix: &str,
+        count: usize,
+        shape: &NodeShape,
+    ) -> Result<Vec<String>, EnvError> {
+        let adds = (0..count).map(|i| {
+            let name = format!("{prefix}-{i}");
+            async move { self.add_node(&name, shape).await }
+        });
+        futures::future::try_join_all(adds).await
+    }
+
+    /// Creates (or, if it exists, leaves alone) a CustomResourceDefinition and waits until it is
+    /// established and its resources are served.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> Result<(), EnvError> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        match api.create(&PostParams::default(), crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = || async {
+            let Ok(current) = api.get(&name).await else {
+                return false;
+            };
+            let conditions = current
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default();
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        };
+        wait_until(
+            &format!("CRD {name} is established"),
+            SETUP_WAIT,
+            established,
+        )
+        .await
+        .map_err(|e| EnvError::Setup(e.to_string()))?;
+        let spec = &crd.spec;
+        let served = spec
+            .versions
+            .iter()
+            .filter(|v| v.served)
+            .map(|v| v.name.clone());
+        for version in served {
+            let gvk = kube::api::GroupVersionKind::gvk(&spec.group, &version, &spec.names.kind);
+            let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &spec.names.plural);
+            let objects: Api<kube::api::DynamicObject> =
+                Api::all_with(self.client.clone(), &resource);
+            let listable = || async { objects.list(&ListParams::default().limit(1)).await.is_ok() };
+            wait_until(
+                &format!("{} {version} is served", spec.names.plural),
+                SETUP_WAIT,
+                listable,
+            )
+            .await
+            .map_err(|e| EnvError::Setup(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Sets (`Some`) or removes (`None`) labels on a node.

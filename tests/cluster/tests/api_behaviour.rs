@@ -589,20 +589,8 @@ impl Crd {
             }
         }))?;
         let api: Api<CustomResourceDefinition> = Api::all(env.client());
-        let created = api.create(&PostParams::default(), &crd).await?;
-        let name = created.metadata.name.unwrap_or_default();
-        env.wait_until("the CRD is established", WAIT, || async {
-            match api.get(&name).await {
-                Ok(c) => c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True"),
-                Err(_) => false,
-            }
-        })
-        .await?;
+        env.install_crd(&crd).await?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", kind), &plural);
         Ok(Self {

@@ -328,3 +328,23 @@ async fn pods_of_a_not_ready_node_lose_readiness_until_it_recovers() -> Result<(
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn many_nodes_can_be_added_at_once() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let names = env.add_nodes("pool", 5, &NodeShape::new().cpu("2")).await?;
+    assert_eq!(names.len(), 5);
+    let nodes: Api<Node> = Api::all(env.client());
+    for name in &names {
+        let node = nodes.get(name).await?;
+        let ready = node.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            ready
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            "{name}"
+        );
+    }
+    env.teardown().await?;
+    Ok(())
+}
