@@ -789,6 +789,7 @@ fn apply(
         .map(|e| patch::from_fields_v1(&e["fieldsV1"]))
         .unwrap_or_default();
     let mut conflicts = Vec::new();
+    let mut took_ownership = false;
     for e in entries
         .iter_mut()
         .filter(|e| !is_mine(e) && e["operation"] == "Apply")
@@ -803,6 +804,7 @@ fn apply(
             continue;
         }
         if force {
+            took_ownership = true;
             for p in &clashing {
                 owned.remove(p);
             }
@@ -847,6 +849,30 @@ fn apply(
     let stale = |e: &Value| {
         e["operation"] == "Apply" && e["fieldsV1"].as_object().is_some_and(|m| m.is_empty())
     };
+    // Re-applying an unchanged configuration changes nothing, as in kube-apiserver: no new
+    // resourceVersion, no watch event.
+    let comparable = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+            meta.remove("resourceVersion");
+        }
+        if status_only {
+            return v.get("status").cloned().unwrap_or(Value::Null);
+        }
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("status");
+        }
+        v
+    };
+    let had_entry = entries.iter().any(&is_mine);
+    if had_entry
+        && !took_ownership
+        && previous == paths
+        && comparable(&merged) == comparable(&current)
+    {
+        return Ok((200, old));
+    }
     entries.retain(|e| !is_mine(e) && !stale(e));
     entries.push(entry(&paths));
     merged["metadata"]["managedFields"] = json!(entries);

@@ -1020,6 +1020,12 @@ impl State {
         }
         let mut next = if sub == Sub::Status {
             let mut v = old.value.clone();
+            if let Some(mf) = new["metadata"]
+                .get("managedFields")
+                .filter(|m| m.is_array())
+            {
+                meta_mut(&mut v).insert("managedFields".into(), mf.clone());
+            }
             match new.get("status") {
                 Some(s) if !s.is_null() => v["status"] = s.clone(),
                 _ => {

@@ -1065,3 +1065,23 @@ async fn the_runtime_event_recorder_publishes_and_repeats_events() -> Result<()>
     env.teardown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn reapplying_an_unchanged_configuration_keeps_the_resource_version() -> Result<()> {
+    let env = TestEnv::new().await?;
+    let cms: Api<ConfigMap> = env.api();
+    let config = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stable"}, "data": {"a": "1"}
+    });
+    let pp = PatchParams::apply("steady-manager");
+    let first = cms
+        .patch("stable", &pp, &Patch::Apply(config.clone()))
+        .await?;
+    let second = cms.patch("stable", &pp, &Patch::Apply(config)).await?;
+    assert_eq!(
+        first.metadata.resource_version,
+        second.metadata.resource_version
+    );
+    env.teardown().await?;
+    Ok(())
+}
