@@ -27,18 +27,20 @@ pub fn parse_milli(text: &str) -> Result<i64, InvalidQuantity> {
         return Err(invalid());
     }
 
-    // The number as digits / 10^scale.
+    // The number as digits / 10^scale, accumulated without allocating.
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let digits: String = format!("{whole}{fraction}");
-    let digits = digits.trim_start_matches('0');
-    if digits.len() > 30 {
-        return Ok(saturate(negative));
+    let mut mantissa: i128 = 0;
+    let mut significant = 0;
+    for digit in whole.bytes().chain(fraction.bytes()) {
+        if mantissa == 0 && digit == b'0' {
+            continue;
+        }
+        significant += 1;
+        if significant > 30 {
+            return Ok(saturate(negative));
+        }
+        mantissa = mantissa * 10 + i128::from(digit - b'0');
     }
-    let mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().map_err(|_| invalid())?
-    };
     let mut scale = fraction.len() as i32;
 
     // Multiplier from the suffix: (factor, extra decimal exponent).

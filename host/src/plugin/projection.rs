@@ -5,9 +5,9 @@
 //! in columnar tables where each distinct string travels once. The same walk over a node also
 //! yields a fingerprint, so a node whose projected parts did not change is not sent again.
 
-use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use k8s_openapi::api::core::v1::{Node, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -185,7 +185,7 @@ impl Projection {
     /// A hash of everything the plugin would be sent about `node`. Equal fingerprints mean the
     /// plugin would see the same node, so its earlier answer still holds.
     pub fn fingerprint(&self, node: &Node) -> u64 {
-        let mut hasher = Fingerprint(DefaultHasher::new());
+        let mut hasher = Fingerprint(FastHasher::default());
         node.metadata.name.hash(&mut hasher.0);
         self.unschedulable(node).hash(&mut hasher.0);
         self.visit(node, &mut hasher);
@@ -209,7 +209,56 @@ impl Projection {
     }
 }
 
-struct Fingerprint(DefaultHasher);
+struct Fingerprint(FastHasher);
+
+/// A multiply-rotate hasher over 8-byte words: several times faster than SipHash on the short
+/// strings of a node. It only detects change; equal hashes of different content would leave a
+/// node's earlier answer in place until its next change, a risk of about 2^-64 per change.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.add(u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // A final avalanche so nearby inputs land far apart.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+}
 
 impl<'a> Visitor<'a> for Fingerprint {
     fn label(&mut self, key: &'a str, value: &'a str) {
@@ -246,7 +295,7 @@ impl<'a> Visitor<'a> for Fingerprint {
 #[derive(Default)]
 struct BatchBuilder<'a> {
     batch: NodeBatch,
-    strings: HashMap<&'a str, u32>,
+    strings: HashMap<&'a str, u32, BuildHasherDefault<FastHasher>>,
     node: u32,
 }
 
