@@ -133,7 +133,7 @@ pub enum Outcome {
     /// The node runs the set's pod, rendered as given.
     Run {
         variant: Option<String>,
-        template: Box<PodTemplateSpec>,
+        template: Arc<PodTemplateSpec>,
         hash: String,
     },
     /// The node gets no new pod. `keep_existing` is true when a pod already there may keep
@@ -241,7 +241,7 @@ pub fn decide_nodes(
         plugin_answers.extend(in_play.iter().copied().zip(answers));
     }
 
-    let mut rendered_cache: HashMap<String, (Box<PodTemplateSpec>, String)> = HashMap::new();
+    let mut rendered_cache: HashMap<String, (Arc<PodTemplateSpec>, String)> = HashMap::new();
     let mut plans = Vec::with_capacity(nodes.len());
     for (i, (node, placement)) in nodes.iter().zip(placements).enumerate() {
         let name = node.metadata.name.clone().unwrap_or_default();
@@ -289,7 +289,7 @@ fn run_outcome(
     set: &WasmDaemonSet,
     variant: Option<&str>,
     overrides: Option<&bindings::Overrides>,
-    cache: &mut HashMap<String, (Box<PodTemplateSpec>, String)>,
+    cache: &mut HashMap<String, (Arc<PodTemplateSpec>, String)>,
 ) -> Result<Outcome, RenderError> {
     let cache_key = variant.unwrap_or("").to_string();
     if overrides.is_none()
@@ -314,7 +314,7 @@ fn run_outcome(
     if let Some(overlay) = &plugin_overlay {
         layers.push(("plugin overrides", overlay));
     }
-    let template = Box::new(render::render(&set.spec.template, &layers)?);
+    let template = Arc::new(render::render(&set.spec.template, &layers)?);
     let hash = render::spec_hash(&template);
     if overrides.is_none() {
         cache.insert(cache_key, (template.clone(), hash.clone()));

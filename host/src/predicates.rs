@@ -143,15 +143,21 @@ pub fn node_should_run_daemon_pod(node: &Node, template: &PodSpec) -> Placement 
         return Placement::excluded(reason);
     }
 
-    let tolerations = daemon_pod_tolerations(template);
     let taints = node
         .spec
         .as_ref()
         .and_then(|spec| spec.taints.as_deref())
         .unwrap_or_default();
+    let blocking =
+        |taint: &&Taint| taint.effect == EFFECT_NO_SCHEDULE || taint.effect == EFFECT_NO_EXECUTE;
+    // Most nodes carry no blocking taint; they need no toleration list at all.
+    if !taints.iter().any(|taint| blocking(&taint)) {
+        return Placement::runs();
+    }
+    let tolerations = daemon_pod_tolerations(template);
     let untolerated: Vec<&Taint> = taints
         .iter()
-        .filter(|taint| taint.effect == EFFECT_NO_SCHEDULE || taint.effect == EFFECT_NO_EXECUTE)
+        .filter(blocking)
         .filter(|taint| !tolerations_tolerate_taint(&tolerations, taint))
         .collect();
     if untolerated.is_empty() {
