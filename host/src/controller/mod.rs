@@ -84,6 +84,9 @@ pub enum Error {
 
     #[error("the node or pod cache stopped")]
     CacheStopped,
+
+    #[error("the node or pod cache has not finished its first list")]
+    CacheNotReady,
 }
 
 /// Runs the controller until `shutdown` resolves, then lets running reconciles finish.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -28,6 +28,8 @@ use super::sync::{self, Changes, PodDelete, Why};
 
 /// Longest a set goes without a pass while nothing happens.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Longest wait of one pass for the node and pod caches' first list.
+const CACHE_WAIT: Duration = Duration::from_secs(2);
 /// Retry interval of a set whose plugin fails.
 const PLUGIN_RETRY: Duration = Duration::from_secs(30);
 /// Writes of one pass in flight at once.
@@ -41,14 +43,20 @@ pub async fn reconcile(set: Arc<WasmDaemonSet>, ctx: Arc<Context>) -> Result<Act
     span.record("namespace", ns.as_str());
     span.record("name", set.name_any().as_str());
 
-    ctx.nodes
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped)?;
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheStopped)?;
+    // A pass waits for both caches' first list, but never indefinitely: a waiter that misses
+    // the readiness wake-up is retried by the error policy, and the retry finds the caches
+    // ready.
+    for cache in [
+        ctx.nodes.wait_until_ready().boxed(),
+        ctx.pods.wait_until_ready().boxed(),
+    ] {
+        match tokio::time::timeout(CACHE_WAIT, cache).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Error::CacheStopped),
+            Err(_) => return Err(Error::CacheNotReady),
+        }
+    }
+    tracing::trace!("caches ready");
     if set.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
