@@ -161,6 +161,9 @@ pub fn load_nodes(path: &Path) -> Result<Vec<Node>, InputError> {
             }
         }
     }
+    if nodes.is_empty() {
+        return Err(error(path, "", "no Node objects found"));
+    }
     Ok(nodes)
 }
 
@@ -199,15 +202,43 @@ pub fn load_set(file: &Path) -> Result<WasmDaemonSet, InputError> {
             ),
         ));
     }
-    let mut set: WasmDaemonSet = serde_path_to_error::deserialize(value).map_err(|e| {
+    // A misspelt field (`request:` for `requests:`) would otherwise vanish without a trace and
+    // change what the set renders, so fields the types do not know are errors, as with
+    // kubectl's strict field validation. `status` is the controller's and is not checked;
+    // `apiVersion` and `kind` were checked above.
+    let mut unknown = Vec::new();
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let tracked = serde_ignored::Deserializer::new(value, &mut note);
+    let mut set: WasmDaemonSet = serde_path_to_error::deserialize(tracked).map_err(|e| {
         let path = e.path().to_string();
         error(file, join(&at, &path), e.into_inner().to_string())
     })?;
+    let checked = |p: &&String| !(p.starts_with("status") || *p == "apiVersion" || *p == "kind");
+    if let Some(path) = unknown.iter().find(checked) {
+        return Err(error(file, join(&at, &field_path(path)), "unknown field"));
+    }
     if set.metadata.namespace.is_none() {
         set.metadata.namespace = Some("default".to_string());
     }
     validate(&set).map_err(|(field, message)| error(file, join(&at, &field), message))?;
     Ok(set)
+}
+
+/// `spec.template.?.containers.0.image` as `spec.template.containers[0].image`: the optional
+/// markers dropped and list positions in brackets.
+fn field_path(path: &str) -> String {
+    let mut out = String::new();
+    for part in path.split('.').filter(|p| *p != "?") {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 fn is_dns_label(s: &str) -> bool {

@@ -118,18 +118,60 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn,wasmtime=error,cranelift=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes on one line, each cause once: an error whose message already
+/// includes its source would otherwise print that source twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+/// Writes command output; a reader that went away (`| head`) ends the command quietly, any
+/// other failure (a full disk) is an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("failed to write the output: {error}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let plugin_dir = match &cli.command {
+        Command::Simulate { plugin_dir, .. }
+        | Command::Explain { plugin_dir, .. }
+        | Command::Run { plugin_dir, .. } => plugin_dir.as_deref(),
+        Command::Crd => None,
+    };
+    if let Some(dir) = plugin_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--plugin-dir {}: not a directory", dir.display());
+    }
     match cli.command {
         Command::Simulate {
             nodes,
@@ -175,18 +217,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let comparison = simulate::compare(&set, &nodes, load(old)?, load(new)?)
                     .with_context(|| format!("{}", set_file.display()))?;
-                print!("{}", simulate::format_comparison(&comparison, output)?);
+                emit(&simulate::format_comparison(&comparison, output)?)?;
                 return Ok(());
             }
             let registry = Registry::new(engine, plugin_dir).allow_shadowing(allow_stock_override);
             let simulation = simulate::simulate(&set, &nodes, &registry)
                 .with_context(|| format!("{}", set_file.display()))?;
-            print!("{}", simulate::format(&simulation, output)?);
+            emit(&simulate::format(&simulation, output)?)?;
         }
         Command::Crd => {
             let crd = serde_yaml::to_string(&WasmDaemonSet::crd())
                 .context("failed to serialize the CRD")?;
-            print!("{crd}");
+            emit(&crd)?;
         }
         Command::Run {
             kubeconfig,
@@ -244,10 +286,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let registry = Registry::new(PluginEngine::new(Limits::default())?, plugin_dir);
-            print!(
-                "{}",
-                controller::explain::explain(&set, &nodes, &node, &registry)?
-            );
+            emit(&controller::explain::explain(
+                &set, &nodes, &node, &registry,
+            )?)?;
         }
     }
     Ok(())

@@ -403,3 +403,84 @@ fn missing_files_are_reported() {
     ]);
     assert!(line.contains("no/such/dir"), "{line}");
 }
+
+#[test]
+fn misspelt_set_fields_are_errors_not_silently_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo().join("examples/sets/log-collector.yaml")).unwrap();
+    let cases = [
+        (
+            base.replace("      overlay:", "      overlays:"),
+            "spec.variants[0].overlays: unknown field",
+        ),
+        (
+            base.replace("  minReadySeconds: 10", "  minReadySecond: 10"),
+            "spec.minReadySecond",
+        ),
+    ];
+    for (text, want) in cases {
+        let set = temp_file(&dir, "set.yaml", &text);
+        let line = error_line(&["simulate", "--nodes", "examples/nodes", "--set", &set]);
+        assert!(line.contains(want), "want {want:?} in {line}");
+    }
+}
+
+#[test]
+fn an_empty_node_dump_and_a_missing_plugin_dir_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = temp_file(&dir, "nodes.yaml", "---\n");
+    let line = error_line(&[
+        "simulate",
+        "--nodes",
+        &empty,
+        "--set",
+        "examples/sets/node-monitor.yaml",
+    ]);
+    assert!(line.contains("no Node objects found"), "{line}");
+
+    let missing = dir.path().join("nowhere").to_string_lossy().into_owned();
+    let args = [
+        "simulate",
+        "--nodes",
+        "examples/nodes",
+        "--set",
+        "examples/sets/node-monitor.yaml",
+        "--plugin-dir",
+        &missing,
+    ];
+    assert!(error_line(&args).contains("not a directory"));
+}
+
+#[test]
+fn output_that_cannot_be_written_is_one_error_line_and_a_closed_pipe_is_quiet() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmdaemon"))
+        .arg("crd")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: failed to write the output"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasmdaemon"))
+        .arg("crd")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty());
+}
