@@ -47,11 +47,11 @@ enum Command {
         allow_stock_override: bool,
         #[arg(long, short, value_enum, default_value = "table")]
         output: simulate::Format,
-        /// Wall-clock limit of one plugin call, in milliseconds.
-        #[arg(long, default_value_t = 100)]
+        /// Wall-clock limit of one plugin call, in milliseconds (1 to 60000).
+        #[arg(long, default_value_t = 100, value_parser = deadline_ms)]
         plugin_deadline_ms: u64,
-        /// Memory limit of one plugin instance, in MiB.
-        #[arg(long, default_value_t = 64)]
+        /// Memory limit of one plugin instance, in MiB (1 to 4096).
+        #[arg(long, default_value_t = 64, value_parser = memory_mib)]
         plugin_memory_mib: usize,
         /// Instead of the set's plugin, run two versions of it (component files) and print
         /// the nodes whose decision, variant or pod changes from OLD to NEW.
@@ -83,11 +83,11 @@ enum Command {
         /// (default: `POD_NAMESPACE`; none when neither is set).
         #[arg(long)]
         plugin_namespace: Option<String>,
-        /// Wall-clock limit of one plugin call, in milliseconds.
-        #[arg(long, default_value_t = 100)]
+        /// Wall-clock limit of one plugin call, in milliseconds (1 to 60000).
+        #[arg(long, default_value_t = 100, value_parser = deadline_ms)]
         plugin_deadline_ms: u64,
-        /// Memory limit of one plugin instance, in MiB.
-        #[arg(long, default_value_t = 64)]
+        /// Memory limit of one plugin instance, in MiB (1 to 4096).
+        #[arg(long, default_value_t = 64, value_parser = memory_mib)]
         plugin_memory_mib: usize,
         /// Most sets reconciled at once.
         #[arg(long, default_value_t = 4)]
@@ -127,6 +127,26 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A plugin call deadline in milliseconds: at least 1, at most a minute.
+fn deadline_ms(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(ms @ 1..=60_000) => Ok(ms),
+        _ => Err(format!(
+            "{text:?} is not a whole number of milliseconds from 1 to 60000"
+        )),
+    }
+}
+
+/// A plugin memory limit in MiB: at least 1, at most 4096 (a 32-bit guest's whole space).
+fn memory_mib(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(mib @ 1..=4096) => Ok(mib),
+        _ => Err(format!(
+            "{text:?} is not a whole number of MiB from 1 to 4096"
+        )),
     }
 }
 
