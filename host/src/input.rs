@@ -224,6 +224,50 @@ pub fn load_set(file: &Path) -> Result<WasmDaemonSet, InputError> {
     Ok(set)
 }
 
+/// What the API server rejects in a daemon pod template: a restart policy other than `Always`,
+/// two containers of one name, a request or limit that is not a non-negative quantity.
+fn check_pod_template(pod: &k8s_openapi::api::core::v1::PodSpec) -> Result<(), (String, String)> {
+    if let Some(policy) = pod.restart_policy.as_deref()
+        && policy != "Always"
+    {
+        return Err((
+            "restartPolicy".into(),
+            format!("{policy:?} is not supported; a daemon pod restarts Always"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let lists = [
+        ("containers", Some(&pod.containers)),
+        ("initContainers", pod.init_containers.as_ref()),
+    ];
+    for (list, containers) in lists {
+        for (i, container) in containers.into_iter().flatten().enumerate() {
+            let at = format!("{list}[{i}]");
+            if !seen.insert(container.name.as_str()) {
+                return Err((
+                    format!("{at}.name"),
+                    format!("duplicate container {:?}", container.name),
+                ));
+            }
+            let resources = container.resources.as_ref();
+            for (kind, map) in [
+                ("requests", resources.and_then(|r| r.requests.as_ref())),
+                ("limits", resources.and_then(|r| r.limits.as_ref())),
+            ] {
+                for (name, quantity) in map.into_iter().flatten() {
+                    let field = format!("{at}.resources.{kind}.{name}");
+                    match crate::quantity::parse_milli(&quantity.0) {
+                        Ok(milli) if milli >= 0 => {}
+                        Ok(_) => return Err((field, format!("{:?} is negative", quantity.0))),
+                        Err(e) => return Err((field, e.to_string())),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `spec.template.?.containers.0.image` as `spec.template.containers[0].image`: the optional
 /// markers dropped and list positions in brackets.
 fn field_path(path: &str) -> String {
@@ -289,6 +333,11 @@ pub fn validate(set: &WasmDaemonSet) -> Result<(), (String, String)> {
             "spec.template.spec.containers",
             "at least one container is required".into(),
         );
+    }
+
+    if let Some(pod) = &spec.template.spec {
+        check_pod_template(pod)
+            .map_err(|(field, message)| (format!("spec.template.spec.{field}"), message))?;
     }
 
     let mut names = HashSet::new();

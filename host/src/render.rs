@@ -130,13 +130,18 @@ fn apply_container(
             continue;
         }
         for (resource, quantity) in wanted {
-            parse_milli(&quantity.0).map_err(|e| RenderError::InvalidQuantity {
+            let invalid = |message: String| RenderError::InvalidQuantity {
                 source_name: source_name.to_string(),
                 container: change.name.clone(),
                 field,
                 resource: resource.clone(),
-                message: e.to_string(),
-            })?;
+                message,
+            };
+            match parse_milli(&quantity.0) {
+                Ok(milli) if milli >= 0 => {}
+                Ok(_) => return Err(invalid(format!("{:?} is negative", quantity.0))),
+                Err(e) => return Err(invalid(e.to_string())),
+            }
         }
         let resources = container
             .resources

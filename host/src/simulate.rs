@@ -291,10 +291,17 @@ pub fn compare(
 
 /// Prints a comparison as a table of changed nodes and a summary, or as JSON.
 pub fn format_comparison(comparison: &Comparison, format: Format) -> Result<String, SimulateError> {
-    if format != Format::Table {
-        return serde_json::to_string_pretty(comparison)
-            .map(|s| s + "\n")
-            .map_err(|e| SimulateError::Output(e.to_string()));
+    match format {
+        Format::Table => {}
+        Format::Json => {
+            return serde_json::to_string_pretty(comparison)
+                .map(|s| s + "\n")
+                .map_err(|e| SimulateError::Output(e.to_string()));
+        }
+        Format::Yaml => {
+            return serde_yaml::to_string(comparison)
+                .map_err(|e| SimulateError::Output(e.to_string()));
+        }
     }
     let outcome = |r: &Row| match &r.variant {
         Some(v) => format!("run:{v}"),

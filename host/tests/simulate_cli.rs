@@ -384,6 +384,17 @@ fn set_problems_name_the_field() {
             "spec.policy.config",
         ),
         (base.replace("  template:", "  templat:"), "spec"),
+        (
+            base.replace("              cpu: 100m", "              cpu: -100m"),
+            "spec.template.spec.containers[0].resources.requests.cpu: \"-100m\" is negative",
+        ),
+        (
+            base.replace(
+                "    spec:\n      tolerations:",
+                "    spec:\n      restartPolicy: Never\n      tolerations:",
+            ),
+            "spec.template.spec.restartPolicy",
+        ),
     ];
     for (text, want) in cases {
         let set = temp_file(&dir, "set.yaml", &text);
