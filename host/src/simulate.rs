@@ -129,8 +129,30 @@ pub fn format(simulation: &Simulation, format: Format) -> Result<String, Simulat
     }
 }
 
+/// Text for a terminal: control characters (a newline in a node name, an escape sequence in a
+/// plugin's reason) are shown escaped instead of breaking rows or driving the terminal.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn table(simulation: &Simulation) -> String {
-    let rows = rows(&simulation.plan);
+    let mut rows = rows(&simulation.plan);
+    for row in &mut rows {
+        row.node = printable(&row.node);
+        row.reason = printable(&row.reason);
+        row.variant = row.variant.as_deref().map(printable);
+    }
     let width =
         |f: fn(&Row) -> usize, title: &str| rows.iter().map(f).max().unwrap_or(0).max(title.len());
     let node_w = width(|r| r.node.len(), "NODE");
