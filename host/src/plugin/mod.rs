@@ -18,5 +18,5 @@ pub mod bindings {
         additional_derives: [PartialEq, Eq, Hash],
     });
 
-    pub use wasmdaemon::placement::types::*;
+    pub use self::wasmdaemon::placement::types::*;
 }
