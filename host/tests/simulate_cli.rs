@@ -53,6 +53,20 @@ fn error_line(args: &[&str]) -> String {
     stderr
 }
 
+/// The error line for simulating the node-monitor set over a node dump file `name` holding
+/// `text`.
+fn node_dump_error(name: &str, text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = temp_file(&dir, name, text);
+    error_line(&[
+        "simulate",
+        "--nodes",
+        &nodes,
+        "--set",
+        "examples/sets/node-monitor.yaml",
+    ])
+}
+
 fn temp_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -212,19 +226,10 @@ fn table_output_has_a_row_per_node_and_a_summary() {
 
 #[test]
 fn unparseable_yaml_names_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = temp_file(
-        &dir,
+    let line = node_dump_error(
         "nodes.yaml",
         "apiVersion: v1\nkind: Node\nmetadata: [unclosed\n",
     );
-    let line = error_line(&[
-        "simulate",
-        "--nodes",
-        &nodes,
-        "--set",
-        "examples/sets/node-monitor.yaml",
-    ]);
     assert!(
         line.contains("nodes.yaml: document 1: invalid YAML"),
         "{line}"
@@ -233,20 +238,11 @@ fn unparseable_yaml_names_the_file() {
 
 #[test]
 fn node_without_a_name_names_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = temp_file(
-        &dir,
+    let line = node_dump_error(
         "nodes.yaml",
         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata:\n    \
          labels: {a: b}\n",
     );
-    let line = error_line(&[
-        "simulate",
-        "--nodes",
-        &nodes,
-        "--set",
-        "examples/sets/node-monitor.yaml",
-    ]);
     assert!(
         line.contains("nodes.yaml: document 1: items[0]: metadata.name: missing"),
         "{line}"
@@ -255,20 +251,11 @@ fn node_without_a_name_names_the_field() {
 
 #[test]
 fn node_field_of_the_wrong_type_names_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = temp_file(
-        &dir,
+    let line = node_dump_error(
         "nodes.json",
         r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "a"},
             "spec": {"taints": [{"key": "k", "effect": 3}]}}"#,
     );
-    let line = error_line(&[
-        "simulate",
-        "--nodes",
-        &nodes,
-        "--set",
-        "examples/sets/node-monitor.yaml",
-    ]);
     assert!(line.contains("nodes.json: spec.taints[0].effect"), "{line}");
 }
 
