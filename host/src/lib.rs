@@ -3,6 +3,7 @@
 pub mod controller;
 pub mod crd;
 pub mod input;
+pub mod node_table;
 pub mod planner;
 pub mod plugin;
 pub mod predicates;
@@ -11,3 +12,4 @@ pub mod registry;
 pub mod render;
 pub mod selector;
 pub mod simulate;
+pub mod telemetry;

@@ -14,7 +14,7 @@ use wasmdaemon::plugin::cache::DiskCache;
 use wasmdaemon::plugin::{Limits, PluginEngine};
 use wasmdaemon::registry::dir::{self, DirWatch};
 use wasmdaemon::registry::{PluginStore, Registry, configmap};
-use wasmdaemon::{controller, input, simulate};
+use wasmdaemon::{controller, input, simulate, telemetry};
 
 /// A DaemonSet controller whose placement and per-node variants are decided by WebAssembly
 /// plugins.
@@ -92,6 +92,10 @@ enum Command {
         /// Most sets reconciled at once.
         #[arg(long, default_value_t = 4)]
         concurrency: u16,
+        /// Serve Prometheus metrics at `http://<addr>/metrics` (and `/healthz`), for example
+        /// `0.0.0.0:9090`; off when not given.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Explains why a node does or does not run a set, and with which variant.
     Explain {
@@ -260,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plugin_deadline_ms,
             plugin_memory_mib,
             concurrency,
+            metrics_addr,
         } => {
             let limits = Limits {
                 deadline: Duration::from_millis(plugin_deadline_ms),
@@ -285,6 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 kubeconfig,
                 registry,
                 plugin_namespace,
+                metrics_addr,
                 options,
             ))?;
         }
@@ -358,8 +364,25 @@ async fn run_controller(
     kubeconfig: Option<PathBuf>,
     registry: Registry,
     plugin_namespace: Option<String>,
+    metrics_addr: Option<std::net::SocketAddr>,
     options: controller::Options,
 ) -> anyhow::Result<()> {
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to listen on {addr} for metrics"))?;
+        let controller = options.metrics.clone();
+        let store = registry.store().cloned();
+        let render: telemetry::Render = Arc::new(move || {
+            let mut page = controller.render();
+            if let Some(store) = &store {
+                page.push_str(&store.metrics().render());
+            }
+            page
+        });
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics");
+        tokio::spawn(telemetry::serve(listener, render));
+    }
     let config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(&path)

@@ -214,6 +214,32 @@ pub fn node_matches_selector_and_affinity(node: &Node, template: &PodSpec) -> Re
     Ok(())
 }
 
+/// Whether the template's placement can read label `key`: it is in `nodeSelector` or in a
+/// `matchExpressions` entry of the required node affinity. A change to any other label leaves
+/// [`node_should_run_daemon_pod`]'s answer as it was.
+pub fn reads_label(template: &PodSpec, key: &str) -> bool {
+    let in_selector = template
+        .node_selector
+        .as_ref()
+        .is_some_and(|s| s.contains_key(key));
+    let in_affinity = template
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|required| {
+            required
+                .node_selector_terms
+                .iter()
+                .flat_map(|t| t.match_expressions.iter().flatten())
+                .any(|e| e.key == key)
+        });
+    in_selector || in_affinity
+}
+
 /// Matches a `NodeSelector` (the required node affinity) against `node`; `Err` says why no term
 /// matched.
 ///

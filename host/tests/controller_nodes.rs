@@ -2,10 +2,12 @@
 
 mod controller_common;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use controller_common::{Env, WAIT, wait_for};
 use serde_json::json;
+use wasmdaemon::telemetry::ControllerMetrics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_is_created_on_a_new_node_and_removed_with_it() {
@@ -73,4 +75,79 @@ async fn pods_follow_node_labels_in_both_directions() {
     .await;
     println!("pods followed relabelling after {:?}", start.elapsed());
     controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_change_reaches_only_the_sets_that_read_what_changed() {
+    let env = Env::start("nodes-scoped").await;
+    let mut nodes = Vec::new();
+    for i in 0..12 {
+        nodes.push(
+            env.add_node(&format!("n{i}"), &[("role", "web")], "amd64")
+                .await,
+        );
+    }
+    let hardware = json!({
+        "variants": [{"name": "arm"}],
+        "policy": {"plugin": "hardware", "config": {
+            "rules": [{"when": {"arch": ["arm64"]}, "variant": "arm"}]}}
+    });
+    for (name, role, extra) in [
+        ("web-agent", "web", json!({})),
+        ("edge-agent", "edge", json!({})),
+        ("everywhere", "", json!({})),
+        ("by-hardware", "", hardware),
+    ] {
+        env.create_set(&env.set(name, role, "agent:1", extra)).await;
+    }
+    let metrics = Arc::new(ControllerMetrics::default());
+    let controller = env.start_controller_counting(None, metrics.clone());
+
+    wait_for(
+        "a pod per node for the three sets that run",
+        WAIT,
+        || async {
+            for set in ["web-agent", "everywhere", "by-hardware"] {
+                if env.pods_of(set).await.len() != nodes.len() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    wait_until_quiet(&metrics).await;
+
+    let (triggered, decided) = (metrics.node_triggers.get(), metrics.nodes_decided.get());
+    env.label_node(&nodes[3], "team", Some("storage")).await;
+    env.label_node(&nodes[7], "role", Some("edge")).await;
+    wait_for("the pod to move to the edge set", WAIT, || async {
+        let moved = env.pods_of("edge-agent").await.contains_key(&nodes[7])
+            && !env.pods_of("web-agent").await.contains_key(&nodes[7]);
+        moved.then_some(())
+    })
+    .await;
+    wait_until_quiet(&metrics).await;
+
+    // The `team` label is read by no set, so it triggers nothing; `role` is read by the two
+    // sets selecting on it. Each of those decides the two changed nodes, the others nothing.
+    assert_eq!(metrics.node_triggers.get() - triggered, 2);
+    assert_eq!(metrics.nodes_decided.get() - decided, 4);
+    assert_eq!(env.pods_of("everywhere").await.len(), nodes.len());
+    controller.stop().await;
+}
+
+/// Waits until no reconcile has finished for a second.
+async fn wait_until_quiet(metrics: &ControllerMetrics) {
+    let mut last = metrics.reconciles.get();
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = metrics.reconciles.get();
+        if now == last {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "the controller never went quiet");
+        last = now;
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -12,13 +12,16 @@ use kube::{Resource, api::DynamicObject};
 use tokio::sync::Semaphore;
 
 use crate::crd::WasmDaemonSet;
-use crate::planner::PluginDecider;
+use crate::planner::{PluginDecider, SetPlanner};
+use crate::plugin::LoadedPlugin;
 use crate::plugin::bindings::SetInfo;
 use crate::registry::Registry;
+use crate::telemetry::ControllerMetrics;
 
 use super::Options;
 use super::backoff::FailedPodBackoff;
 use super::expectations::Expectations;
+use super::nodes::Nodes;
 
 /// What the controller remembers about one set between passes. Only one pass of a set runs
 /// at a time, so the lock is never contended for long.
@@ -29,6 +32,8 @@ pub struct SetState {
     pub decider: Option<PluginDecider>,
     /// The plugin input whose config the current decider's plugin accepted.
     pub validated: Option<SetInfo>,
+    /// Every node's decision, kept so a pass decides only nodes that changed.
+    pub planner: SetPlanner,
     pub expectations: Expectations,
     pub backoff: FailedPodBackoff,
 }
@@ -36,21 +41,25 @@ pub struct SetState {
 /// State shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub nodes: Store<Node>,
+    pub nodes: Arc<Nodes>,
     pub pods: Store<Pod>,
     pub registry: Arc<Registry>,
     /// Bounds plugin calls (which run on blocking threads) across all sets.
     pub plugin_slots: Arc<Semaphore>,
+    pub metrics: Arc<ControllerMetrics>,
     recorder: Recorder,
     sets: Mutex<HashMap<ObjectRef<WasmDaemonSet>, Arc<tokio::sync::Mutex<SetState>>>>,
     failures: Mutex<HashMap<ObjectRef<WasmDaemonSet>, u32>>,
+    /// The plugin version each set was last planned with: what it reads decides which node
+    /// changes concern the set.
+    plugins: Mutex<HashMap<ObjectRef<WasmDaemonSet>, Arc<LoadedPlugin>>>,
 }
 
 impl Context {
     pub fn new(
         client: Client,
         registry: Registry,
-        nodes: Store<Node>,
+        nodes: Arc<Nodes>,
         pods: Store<Pod>,
         options: &Options,
     ) -> Self {
@@ -65,8 +74,10 @@ impl Context {
             pods,
             registry: Arc::new(registry),
             plugin_slots: Arc::new(Semaphore::new(options.plugin_slots.max(1))),
+            metrics: options.metrics.clone(),
             sets: Mutex::default(),
             failures: Mutex::default(),
+            plugins: Mutex::default(),
         }
     }
 
@@ -90,6 +101,26 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|key, _| !same(key));
+        self.plugins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| !same(key));
+    }
+
+    /// Records the plugin version `set` was planned with (`None`: it has no policy, or its
+    /// plugin failed to load).
+    pub fn planned_with(&self, set: &ObjectRef<WasmDaemonSet>, plugin: Option<Arc<LoadedPlugin>>) {
+        let mut plugins = self.plugins.lock().unwrap_or_else(PoisonError::into_inner);
+        match plugin {
+            Some(plugin) => plugins.insert(set.clone(), plugin),
+            None => plugins.remove(set),
+        };
+    }
+
+    /// The plugin version `set` was last planned with.
+    pub fn plugin_of(&self, set: &ObjectRef<WasmDaemonSet>) -> Option<Arc<LoadedPlugin>> {
+        let plugins = self.plugins.lock().unwrap_or_else(PoisonError::into_inner);
+        plugins.get(set).cloned()
     }
 
     /// Counts a failed pass of `set`; returns how many failed in a row.

@@ -1,9 +1,10 @@
 //! The controller: watches sets, nodes and pods, and drives every set toward its plan.
 //!
 //! One [`kube::runtime::Controller`] runs [`reconcile`](reconcile::reconcile) for one set at a
-//! time and at most `concurrency` sets at once. Nodes and pods come from reflector caches
-//! shared by every set; node events that cannot change placement are dropped before they
-//! trigger anything (see [`nodes`]).
+//! time and at most `concurrency` sets at once. Pods come from a reflector cache and nodes from
+//! a [`NodeTable`](crate::node_table::NodeTable), both shared by every set. A node change
+//! triggers only the sets it can affect, and their passes decide only the changed nodes (see
+//! [`nodes`]); node updates that cannot change placement do nothing at all.
 
 mod backoff;
 mod claim;
@@ -30,6 +31,7 @@ use thiserror::Error;
 
 use crate::crd::{GROUP, WasmDaemonSet};
 use crate::registry::Registry;
+use crate::telemetry::ControllerMetrics;
 
 pub use context::Context;
 pub use status::{PLUGIN_READY, ROLLOUT_COMPLETE};
@@ -50,6 +52,8 @@ pub struct Options {
     pub plugin_slots: usize,
     /// Names this controller instance in events (the pod name, in cluster).
     pub instance: Option<String>,
+    /// Where the controller counts what it does.
+    pub metrics: Arc<ControllerMetrics>,
 }
 
 impl Default for Options {
@@ -59,6 +63,7 @@ impl Default for Options {
             concurrency: 4,
             plugin_slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
             instance: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -104,10 +109,9 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
 
-    let (nodes, node_writer) = reflector::store();
-    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer);
+    let nodes = Arc::new(nodes::Nodes::default());
+    let node_events =
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
 
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(pods_api, watcher::Config::default())
@@ -117,20 +121,37 @@ pub async fn run(
         .touched_objects();
 
     let shutdown = shutdown.shared();
-    let ctx = Arc::new(Context::new(client, registry, nodes, pods, &options));
+    let ctx = Arc::new(Context::new(
+        client,
+        registry,
+        nodes.clone(),
+        pods,
+        &options,
+    ));
     let controller = Controller::new(sets_api, watcher::Config::default());
     let sets = controller.store();
+    let plugins = ctx.clone();
+    let node_changes = nodes::triggers(
+        nodes,
+        node_events,
+        sets.clone(),
+        options.metrics.clone(),
+        move |set| plugins.plugin_of(set),
+    );
     let plugin_changes = crate::registry::sets::replan_triggers(&ctx.registry, sets.clone());
     let drained = controller
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .watches_stream(pod_events, move |pod| sets_for_pod(&sets, &pod))
-        .reconcile_all_on(nodes::triggers(node_events))
+        .reconcile_on(node_changes)
         .reconcile_on(plugin_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|result| {
             match result {
-                Ok((set, _)) => tracing::trace!(%set, "reconciled"),
+                Ok((set, _)) => {
+                    ctx.metrics.reconciles.inc();
+                    tracing::trace!(%set, "reconciled");
+                }
                 Err(controller::Error::ObjectNotFound(set)) => ctx.forget(&set),
                 Err(error) => tracing::debug!(%error, "reconcile did not finish"),
             }

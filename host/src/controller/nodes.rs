@@ -1,202 +1,168 @@
-//! Turns the node watch into reconcile triggers, dropping updates no placement can see.
+//! The node watch: keeps the shared [`NodeTable`] and turns each placement-relevant change into
+//! reconciles of only the sets it can affect.
 //!
-//! Kubelets rewrite their Node every few seconds (heartbeats, condition timestamps, image
-//! lists). Only the parts that the predicates or a plugin can read make a difference, so only a
-//! change in those parts, a new node or a removed node triggers a reconcile.
+//! A heartbeat changes nothing a placement reads, so it does no work at all. A new or removed
+//! node concerns every set. An update concerns a set when a changed part is one its placement
+//! reads: a taint (tolerations are per set), a label its `nodeSelector` or required affinity
+//! names, or a part its plugin declared interest in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use tokio::sync::watch;
 
-/// The placement-relevant parts of a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
-    labels: BTreeMap<String, String>,
-    /// Plugins may read annotations, so they count.
-    annotations: BTreeMap<String, String>,
-    taints: Vec<(String, String, String)>,
-    unschedulable: bool,
-    /// Condition type and status; timestamps and messages are left out.
-    conditions: Vec<(String, String)>,
-    capacity: Vec<(String, String)>,
-    allocatable: Vec<(String, String)>,
-    /// Architecture, OS, kernel, container runtime, kubelet and OS image.
-    info: Option<[String; 6]>,
+use crate::crd::WasmDaemonSet;
+use crate::node_table::{NodeChange, NodeTable, affects};
+use crate::plugin::LoadedPlugin;
+use crate::telemetry::ControllerMetrics;
+
+/// The node table shared by every reconcile, and whether its first list is complete.
+pub struct Nodes {
+    table: RwLock<NodeTable>,
+    ready: watch::Sender<bool>,
+    /// Nodes of a relist in progress, swapped in when it completes.
+    relist: std::sync::Mutex<Option<Vec<Node>>>,
 }
 
-impl Fingerprint {
-    pub fn of(node: &Node) -> Self {
-        let spec = node.spec.as_ref();
-        let status = node.status.as_ref();
-        let quantities = |map: Option<&BTreeMap<String, _>>| {
-            map.iter()
-                .flat_map(|m| m.iter())
-                .map(
-                    |(k, v): (
-                        &String,
-                        &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-                    )| { (k.clone(), v.0.clone()) },
-                )
-                .collect()
-        };
-        let mut conditions: Vec<(String, String)> = status
-            .and_then(|s| s.conditions.as_ref())
-            .iter()
-            .flat_map(|c| c.iter())
-            .map(|c| (c.type_.clone(), c.status.clone()))
-            .collect();
-        conditions.sort();
+impl Default for Nodes {
+    fn default() -> Self {
         Self {
-            labels: node.metadata.labels.clone().unwrap_or_default(),
-            annotations: node.metadata.annotations.clone().unwrap_or_default(),
-            taints: spec
-                .and_then(|s| s.taints.as_ref())
-                .iter()
-                .flat_map(|t| t.iter())
-                .map(|t| {
-                    (
-                        t.key.clone(),
-                        t.value.clone().unwrap_or_default(),
-                        t.effect.clone(),
-                    )
-                })
-                .collect(),
-            unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
-            conditions,
-            capacity: quantities(status.and_then(|s| s.capacity.as_ref())),
-            allocatable: quantities(status.and_then(|s| s.allocatable.as_ref())),
-            info: status.and_then(|s| s.node_info.as_ref()).map(|i| {
-                [
-                    i.architecture.clone(),
-                    i.operating_system.clone(),
-                    i.kernel_version.clone(),
-                    i.container_runtime_version.clone(),
-                    i.kubelet_version.clone(),
-                    i.os_image.clone(),
-                ]
-            }),
+            table: RwLock::default(),
+            ready: watch::Sender::new(false),
+            relist: std::sync::Mutex::default(),
         }
     }
 }
 
-/// Remembers each node's fingerprint and says whether a watch event changed placement.
-#[derive(Debug, Default)]
-pub struct NodeFilter {
-    known: HashMap<String, Fingerprint>,
-    /// Fingerprints collected during a relist, swapped in when it completes.
-    relist: Option<HashMap<String, Fingerprint>>,
-}
+impl Nodes {
+    /// The table, for reading. Hold it only to copy out what is needed.
+    pub fn read(&self) -> RwLockReadGuard<'_, NodeTable> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
 
-impl NodeFilter {
-    /// Whether `event` may change where any set runs.
-    pub fn relevant(&mut self, event: &watcher::Event<Node>) -> bool {
+    /// Resolves once the first list has been stored.
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives in `self`, so waiting cannot fail while `self` is borrowed.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Applies one watch event; returns the placement-relevant changes it made.
+    pub fn handle(&self, event: watcher::Event<Node>) -> Vec<NodeChange> {
+        let mut relist = self.relist.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = || self.table.write().unwrap_or_else(PoisonError::into_inner);
         match event {
-            watcher::Event::Apply(node) => {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                let print = Fingerprint::of(node);
-                self.known.insert(name, print.clone()) != Some(print)
-            }
+            watcher::Event::Apply(node) => table().apply(slim(node)).into_iter().collect(),
             watcher::Event::Delete(node) => {
-                let name = node.metadata.name.as_deref().unwrap_or_default();
-                self.known.remove(name).is_some()
+                let name = node.metadata.name.unwrap_or_default();
+                table().remove(&name).into_iter().collect()
             }
             watcher::Event::Init => {
-                self.relist = Some(HashMap::new());
-                false
+                *relist = Some(Vec::new());
+                Vec::new()
             }
             watcher::Event::InitApply(node) => {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                self.relist
-                    .get_or_insert_with(HashMap::new)
-                    .insert(name, Fingerprint::of(node));
-                false
+                relist.get_or_insert_with(Vec::new).push(slim(node));
+                Vec::new()
             }
             watcher::Event::InitDone => {
-                let fresh = self.relist.take().unwrap_or_default();
-                let changed = fresh != self.known;
-                self.known = fresh;
-                changed
+                let nodes = relist.take().unwrap_or_default();
+                let changes = table().replace_all(nodes);
+                self.ready.send_replace(true);
+                changes
             }
         }
     }
 }
 
-/// One `()` per watch event that may change placement; watch errors are logged and dropped
-/// (the watcher retries with backoff).
-pub fn triggers<S>(events: S) -> impl Stream<Item = ()> + Send
+/// Drops what no placement reads and what makes a Node large: managed fields and the image
+/// list.
+fn slim(mut node: Node) -> Node {
+    node.metadata.managed_fields = None;
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+    node
+}
+
+/// The sets to reconcile for each watch event; watch errors are logged and dropped (the
+/// watcher retries with backoff).
+pub fn triggers<S>(
+    nodes: Arc<Nodes>,
+    events: S,
+    sets: Store<WasmDaemonSet>,
+    metrics: Arc<ControllerMetrics>,
+    plugin_of: impl Fn(&ObjectRef<WasmDaemonSet>) -> Option<Arc<LoadedPlugin>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<WasmDaemonSet>> + Send
 where
     S: Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send,
 {
-    let mut filter = NodeFilter::default();
-    events.filter_map(move |event| {
-        let out = match event {
-            Ok(event) => filter.relevant(&event).then_some(()),
-            Err(error) => {
-                tracing::warn!(%error, "node watch failed; retrying");
-                None
+    events
+        .filter_map(move |event| {
+            let changes = match event {
+                Ok(event) => nodes.handle(event),
+                Err(error) => {
+                    tracing::warn!(%error, "node watch failed; retrying");
+                    Vec::new()
+                }
+            };
+            let mut affected = HashSet::new();
+            if !changes.is_empty() {
+                for set in sets.state() {
+                    let key = ObjectRef::from_obj(&*set);
+                    let plugin = plugin_of(&key);
+                    let reads = plugin.as_deref().map(|p| &p.projection);
+                    if changes.iter().any(|c| affects(&set, reads, &c.change)) {
+                        affected.insert(key);
+                    }
+                }
+                metrics.node_changes.add(changes.len() as u64);
+                metrics.node_triggers.add(affected.len() as u64);
+                let count = nodes.read().len() as u64;
+                metrics
+                    .nodes
+                    .store(count, std::sync::atomic::Ordering::Relaxed);
+                tracing::trace!(
+                    changes = changes.len(),
+                    sets = affected.len(),
+                    "nodes changed"
+                );
             }
-        };
-        future::ready(out)
-    })
+            future::ready((!affected.is_empty()).then(|| futures::stream::iter(affected)))
+        })
+        .flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node(json: serde_json::Value) -> Node {
-        serde_json::from_value(json).unwrap()
-    }
+    #[tokio::test]
+    async fn the_table_is_ready_after_the_first_list_and_swaps_in_relists_whole() {
+        let nodes = Nodes::default();
+        let node = |name: &str| -> Node {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap()
+        };
+        assert!(nodes.handle(watcher::Event::Init).is_empty());
+        assert!(
+            nodes
+                .handle(watcher::Event::InitApply(node("a")))
+                .is_empty()
+        );
+        assert_eq!(nodes.read().len(), 0, "a partial list is not visible");
+        assert_eq!(nodes.handle(watcher::Event::InitDone).len(), 1);
+        tokio::time::timeout(std::time::Duration::from_secs(1), nodes.wait_until_ready())
+            .await
+            .expect("ready after the first list");
 
-    fn base() -> serde_json::Value {
-        serde_json::json!({
-            "metadata": {"name": "n1", "resourceVersion": "1", "labels": {"zone": "a"}},
-            "status": {
-                "conditions": [{"type": "Ready", "status": "True",
-                                "lastHeartbeatTime": "2024-01-01T00:00:00Z"}],
-                "capacity": {"cpu": "4"},
-                "images": [{"names": ["a"]}]
-            }
-        })
-    }
-
-    #[test]
-    fn heartbeats_and_resource_versions_are_not_relevant() {
-        let mut filter = NodeFilter::default();
-        assert!(filter.relevant(&watcher::Event::Apply(node(base()))));
-        let mut beat = base();
-        beat["metadata"]["resourceVersion"] = "2".into();
-        beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2024-01-01T00:01:00Z".into();
-        beat["status"]["images"] = serde_json::json!([{"names": ["b"]}]);
-        assert!(!filter.relevant(&watcher::Event::Apply(node(beat))));
-    }
-
-    #[test]
-    fn labels_taints_readiness_and_removal_are_relevant() {
-        let mut filter = NodeFilter::default();
-        filter.relevant(&watcher::Event::Apply(node(base())));
-        let mut labelled = base();
-        labelled["metadata"]["labels"]["gpu"] = "yes".into();
-        assert!(filter.relevant(&watcher::Event::Apply(node(labelled.clone()))));
-        let mut not_ready = labelled.clone();
-        not_ready["status"]["conditions"][0]["status"] = "False".into();
-        assert!(filter.relevant(&watcher::Event::Apply(node(not_ready.clone()))));
-        let mut tainted = not_ready;
-        tainted["spec"] = serde_json::json!({"taints": [{"key": "k", "effect": "NoSchedule"}]});
-        assert!(filter.relevant(&watcher::Event::Apply(node(tainted.clone()))));
-        assert!(filter.relevant(&watcher::Event::Delete(node(tainted))));
-    }
-
-    #[test]
-    fn a_relist_that_finds_the_same_nodes_is_not_relevant() {
-        let mut filter = NodeFilter::default();
-        filter.relevant(&watcher::Event::Apply(node(base())));
-        assert!(!filter.relevant(&watcher::Event::Init));
-        assert!(!filter.relevant(&watcher::Event::InitApply(node(base()))));
-        assert!(!filter.relevant(&watcher::Event::InitDone));
-        filter.relevant(&watcher::Event::Init);
-        assert!(filter.relevant(&watcher::Event::InitDone));
+        nodes.handle(watcher::Event::Init);
+        nodes.handle(watcher::Event::InitApply(node("b")));
+        let changes = nodes.handle(watcher::Event::InitDone);
+        assert_eq!(changes.len(), 2, "b added and a removed: {changes:?}");
+        assert!(nodes.read().get("a").is_none());
     }
 }

@@ -1,22 +1,27 @@
 //! Plans a set off the async workers: loads its plugin, keeps its decider, calls the planner.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 
 use crate::crd::WasmDaemonSet;
-use crate::planner::{self, Decider, Plan, PlanError, PluginDecider};
+use crate::planner::{self, Decider, Plan, PlanError, PlanKey, PluginDecider, SetPlanner};
+use crate::plugin::LoadedPlugin;
 use crate::plugin::bindings::SetInfo;
 use crate::registry::{Registry, RegistryError};
 
 use super::context::{Context, SetState};
+use super::nodes::Nodes;
 
 /// A plan and the plugin version behind it.
 pub struct Planned {
     pub plan: Plan,
     /// `<name>@<digest>` when the set has a policy.
     pub plugin: Option<String>,
+    /// The plugin version that decided, when the set has a policy.
+    pub loaded: Option<Arc<LoadedPlugin>>,
+    /// Nodes decided on this pass (the others kept their earlier decision).
+    pub decided: usize,
 }
 
 /// Why a set could not be planned.
@@ -29,30 +34,42 @@ pub enum Failure {
     Other(String),
 }
 
-/// Plans `set` on a blocking thread once a plugin slot is free. The set's decider travels
-/// to the thread and back, so a later pass reuses what it memoized.
+/// What a set's planning carries to the blocking thread and back.
+struct Memory {
+    decider: Option<PluginDecider>,
+    validated: Option<SetInfo>,
+    planner: SetPlanner,
+}
+
+/// Plans `set` on a blocking thread once a plugin slot is free. The set's decider and kept
+/// decisions travel to the thread and back, so a pass decides only the nodes that changed
+/// since the last one.
 pub async fn plan(
     ctx: &Context,
     state: &mut SetState,
     set: Arc<WasmDaemonSet>,
-    nodes: Vec<Node>,
     pods: Vec<Pod>,
 ) -> Result<Planned, Failure> {
     let Ok(_slot) = ctx.plugin_slots.clone().acquire_owned().await else {
         return Err(Failure::Other("plugin slots closed".to_string()));
     };
     let registry = ctx.registry.clone();
-    let decider = state.decider.take();
-    let validated = state.validated.take();
+    let nodes = ctx.nodes.clone();
+    let memory = Memory {
+        decider: state.decider.take(),
+        validated: state.validated.take(),
+        planner: std::mem::take(&mut state.planner),
+    };
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        plan_blocking(&registry, decider, validated, &set, &nodes, &pods)
+        plan_blocking(&registry, &nodes, memory, &set, &pods)
     });
     match task.await {
-        Ok((decider, validated, result)) => {
-            state.decider = decider;
-            state.validated = validated;
+        Ok((memory, result)) => {
+            state.decider = memory.decider;
+            state.validated = memory.validated;
+            state.planner = memory.planner;
             result
         }
         Err(error) => Err(Failure::Other(format!("planning thread failed: {error}"))),
@@ -61,76 +78,83 @@ pub async fn plan(
 
 fn plan_blocking(
     registry: &Registry,
-    mut decider: Option<PluginDecider>,
-    mut validated: Option<SetInfo>,
+    nodes: &Nodes,
+    mut memory: Memory,
     set: &WasmDaemonSet,
-    nodes: &[Node],
     pods: &[Pod],
-) -> (
-    Option<PluginDecider>,
-    Option<SetInfo>,
-    Result<Planned, Failure>,
-) {
+) -> (Memory, Result<Planned, Failure>) {
     let Some(policy) = &set.spec.policy else {
-        let result = planner::plan(set, nodes, pods, None)
-            .map(|plan| Planned { plan, plugin: None })
+        memory.decider = None;
+        memory.validated = None;
+        let result = decide(&mut memory.planner, nodes, set, None, None)
+            .map(|decided| Planned {
+                plan: memory.planner.plan(set, pods),
+                plugin: None,
+                loaded: None,
+                decided,
+            })
             .map_err(plan_failure);
-        return (None, None, result);
+        return (memory, result);
     };
 
     let plugin = match registry.load(&policy.plugin, policy.digest.as_deref()) {
         Ok(plugin) => plugin,
-        Err(error) => return (decider, validated, Err(registry_failure(error))),
+        Err(error) => return (memory, Err(registry_failure(error))),
     };
-    let swapped = decider
+    let swapped = memory
+        .decider
         .as_ref()
         .is_none_or(|d| d.plugin().digest != plugin.digest);
     if swapped {
-        if let Some(old) = &decider {
+        if let Some(old) = &memory.decider {
             tracing::info!(plugin = %policy.plugin, from = %old.plugin().digest,
                 to = %plugin.digest, "plugin swapped");
         }
-        decider = Some(PluginDecider::new(plugin.clone()));
-        validated = None;
+        memory.decider = Some(PluginDecider::new(plugin.clone()));
+        memory.validated = None;
     }
 
     let info = planner::set_info(set);
-    if validated.as_ref() != Some(&info) {
+    if memory.validated.as_ref() != Some(&info) {
         if let Err(error) = plugin.validate_config(&info.config, &info.variants) {
-            return (decider, None, Err(plan_failure(PlanError::Plugin(error))));
+            memory.validated = None;
+            return (memory, Err(plan_failure(PlanError::Plugin(error))));
         }
-        validated = Some(info);
+        memory.validated = Some(info);
     }
 
-    let (decider, result) = run_planner(decider, set, nodes, pods);
+    let decider = memory.decider.as_mut().map(|d| d as &mut dyn Decider);
+    let result = decide(
+        &mut memory.planner,
+        nodes,
+        set,
+        Some(&plugin.digest),
+        decider,
+    );
     let id = format!("{}@{}", policy.plugin, plugin.digest);
-    let result = result.map(|plan| Planned {
-        plan,
-        plugin: Some(id),
-    });
-    (decider, validated, result)
+    let result = result
+        .map(|decided| Planned {
+            plan: memory.planner.plan(set, pods),
+            plugin: Some(id),
+            loaded: Some(plugin.clone()),
+            decided,
+        })
+        .map_err(plan_failure);
+    (memory, result)
 }
 
-fn run_planner(
-    mut decider: Option<PluginDecider>,
+/// Decides the nodes that changed since the planner's last pass (every node when the set or
+/// its plugin changed); returns how many were decided.
+fn decide(
+    planner: &mut SetPlanner,
+    nodes: &Nodes,
     set: &WasmDaemonSet,
-    nodes: &[Node],
-    pods: &[Pod],
-) -> (Option<PluginDecider>, Result<Plan, Failure>) {
-    let result = planner::plan(
-        set,
-        nodes,
-        pods,
-        decider.as_mut().map(|d| d as &mut dyn Decider),
-    );
-    if let Some(decider) = decider.as_mut() {
-        let names: HashSet<&str> = nodes
-            .iter()
-            .filter_map(|n| n.metadata.name.as_deref())
-            .collect();
-        decider.retain_nodes(|n| names.contains(n));
-    }
-    (decider, result.map_err(plan_failure))
+    digest: Option<&str>,
+    decider: Option<&mut dyn Decider>,
+) -> Result<usize, PlanError> {
+    let key = PlanKey::of(set, digest);
+    let delta = nodes.read().delta(planner.since(&key));
+    planner.apply(set, key, &delta, decider)
 }
 
 fn plan_failure(error: PlanError) -> Failure {
@@ -143,7 +167,7 @@ fn plan_failure(error: PlanError) -> Failure {
             reason: "PluginNotFound".to_string(),
             message: error.to_string(),
         },
-        PlanError::Render { .. } => Failure::Other(error.to_string()),
+        PlanError::Render { .. } | PlanError::StaleDelta => Failure::Other(error.to_string()),
     }
 }
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt, stream};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -46,15 +46,14 @@ pub async fn reconcile(set: Arc<WasmDaemonSet>, ctx: Arc<Context>) -> Result<Act
     // A pass waits for both caches' first list, but never indefinitely: a waiter that misses
     // the readiness wake-up is retried by the error policy, and the retry finds the caches
     // ready.
-    for cache in [
-        ctx.nodes.wait_until_ready().boxed(),
-        ctx.pods.wait_until_ready().boxed(),
-    ] {
-        match tokio::time::timeout(CACHE_WAIT, cache).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Error::CacheStopped),
-            Err(_) => return Err(Error::CacheNotReady),
-        }
+    let caches = async {
+        ctx.nodes.wait_until_ready().await;
+        ctx.pods.wait_until_ready().await
+    };
+    match tokio::time::timeout(CACHE_WAIT, caches).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Err(Error::CacheStopped),
+        Err(_) => return Err(Error::CacheNotReady),
     }
     tracing::trace!("caches ready");
     if set.metadata.deletion_timestamp.is_some() {
@@ -71,6 +70,7 @@ pub async fn reconcile(set: Arc<WasmDaemonSet>, ctx: Arc<Context>) -> Result<Act
 
 /// Retries a failed pass after 1 s, doubling up to a minute while it keeps failing.
 pub fn error_policy(set: Arc<WasmDaemonSet>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.inc();
     let failures = ctx.failed(&ObjectRef::from_obj(&*set));
     let delay = Duration::from_secs(1 << failures.saturating_sub(1).min(6)).min(RESYNC);
     tracing::warn!(namespace = set.namespace().unwrap_or_default(), name = set.name_any(),
@@ -97,10 +97,13 @@ async fn pass(
     let pods = settle_claim(ctx, set, ns, claimed).await?;
     state.expectations.observe(&pods, now);
 
-    let nodes: Vec<Node> = ctx.nodes.state().iter().map(|n| (**n).clone()).collect();
-    let planned = plan::plan(ctx, state, set.clone(), nodes, pods.clone()).await;
+    let planned = plan::plan(ctx, state, set.clone(), pods.clone()).await;
     let planned = match planned {
-        Ok(planned) => planned,
+        Ok(planned) => {
+            ctx.metrics.nodes_decided.add(planned.decided as u64);
+            ctx.planned_with(&ObjectRef::from_obj(&**set), planned.loaded.clone());
+            planned
+        }
         Err(Failure::Plugin { reason, message }) => {
             plugin_failed(ctx, set, &reason, message).await?;
             return Ok(Action::requeue(PLUGIN_RETRY));
@@ -126,6 +129,7 @@ async fn pass(
     }
     tracing::debug!(
         nodes = planned.plan.nodes.len(),
+        decided = planned.decided,
         pods = pods.len(),
         create = changes.create.len(),
         delete = changes.delete.len(),
@@ -241,6 +245,7 @@ async fn plugin_failed(
     reason: &str,
     message: String,
 ) -> Result<(), Error> {
+    ctx.metrics.plugin_failures.inc();
     tracing::warn!(reason, %message, "plugin failed; leaving pods as they are");
     ctx.event(
         set,
@@ -336,6 +341,7 @@ async fn delete_pod(
     let reason = why(&delete);
     match api.delete(&delete.pod, &params).await {
         Ok(_) => {
+            ctx.metrics.pods_deleted.inc();
             tracing::info!(pod = %delete.pod, node = %delete.node, reason, "deleted pod");
             let note = format!(
                 "deleted pod {} on node {} ({reason})",
@@ -347,6 +353,7 @@ async fn delete_pod(
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
         Err(source) => {
+            ctx.metrics.pod_write_failures.inc();
             let note = format!(
                 "failed to delete pod {} on node {}: {source}",
                 delete.pod, delete.node
@@ -371,6 +378,7 @@ async fn create_pod(
 ) -> Result<(String, String), Error> {
     match api.create(&PostParams::default(), &create.pod).await {
         Ok(pod) => {
+            ctx.metrics.pods_created.inc();
             let name = pod.name_any();
             tracing::info!(pod = %name, node = %create.node, "created pod");
             let note = format!("created pod {name} on node {}", create.node);
@@ -379,6 +387,7 @@ async fn create_pod(
             Ok((create.node, name))
         }
         Err(source) => {
+            ctx.metrics.pod_write_failures.inc();
             let note = format!("failed to create a pod on node {}: {source}", create.node);
             ctx.event(set, EventType::Warning, "FailedCreate", "Create", note)
                 .await;

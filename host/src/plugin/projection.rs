@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Node, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::bindings::{self, Interest, NodeBatch, TaintEffect};
+use crate::node_table::Parts;
 use crate::quantity::parse_milli;
 
 /// Which keys of a map the plugin asked for.
@@ -115,6 +116,37 @@ impl Projection {
             conditions: interest.conditions,
             node_info: interest.node_info,
         }
+    }
+
+    /// Every part of a node: what the host itself watches for placement-relevant change.
+    pub fn everything() -> Self {
+        let all = KeyFilter {
+            all: true,
+            ..KeyFilter::default()
+        };
+        Self {
+            labels: all.clone(),
+            annotations: all.clone(),
+            resources: all,
+            taints: true,
+            unschedulable: true,
+            conditions: true,
+            node_info: true,
+        }
+    }
+
+    /// Whether a change to `parts` of a node can change what the plugin is sent about it.
+    pub fn reads(&self, parts: &Parts) -> bool {
+        parts.labels.iter().any(|k| self.labels.matches(k))
+            || parts
+                .annotations
+                .iter()
+                .any(|k| self.annotations.matches(k))
+            || parts.resources.iter().any(|k| self.resources.matches(k))
+            || (self.taints && parts.taints)
+            || (self.unschedulable && parts.unschedulable)
+            || (self.conditions && parts.conditions)
+            || (self.node_info && parts.node_info)
     }
 
     /// Whether a label key is one the plugin reads; a change to any other label cannot change

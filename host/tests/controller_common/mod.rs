@@ -27,6 +27,7 @@ use wasmdaemon::planner::pod_node;
 use wasmdaemon::plugin::{Limits, PluginEngine};
 use wasmdaemon::registry::Registry;
 use wasmdaemon::render::SET_LABEL;
+use wasmdaemon::telemetry::ControllerMetrics;
 use wasmdaemon_testcluster::TestCluster;
 
 /// The longest any condition in these tests is waited for.
@@ -288,6 +289,15 @@ impl Env {
 
     /// Starts a controller for this namespace.
     pub fn start_controller(&self, plugin_dir: Option<PathBuf>) -> Running {
+        self.start_controller_counting(plugin_dir, Arc::default())
+    }
+
+    /// Starts a controller for this namespace that counts into `metrics`.
+    pub fn start_controller_counting(
+        &self,
+        plugin_dir: Option<PathBuf>,
+        metrics: Arc<ControllerMetrics>,
+    ) -> Running {
         let limits = Limits {
             deadline: Duration::from_secs(2),
             ..Limits::default()
@@ -295,6 +305,7 @@ impl Env {
         let registry = Registry::new(PluginEngine::new(limits).expect("engine"), plugin_dir);
         let options = Options {
             namespace: Some(self.ns.clone()),
+            metrics,
             ..Options::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();

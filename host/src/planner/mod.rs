@@ -3,6 +3,11 @@
 //! The controller and the simulator both call [`plan`]. Nothing here talks to the API server;
 //! the only call out is to the set's plugin, through [`Decider`].
 
+mod incremental;
+
+pub use incremental::{PlanKey, SetPlanner};
+
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -26,14 +31,25 @@ pub trait Decider {
         set: &SetInfo,
         nodes: &[&Node],
     ) -> Result<Vec<PluginDecision>, PluginError>;
+
+    /// Drops anything remembered about `node`, which is gone.
+    fn forget(&mut self, _node: &str) {}
+
+    /// Drops anything remembered about nodes for which `keep` says false.
+    fn retain(&mut self, _keep: &dyn Fn(&str) -> bool) {}
 }
 
 /// Calls a loaded plugin, sending each node only as the plugin asked to see it, and not sending
 /// a node again while the parts the plugin reads and the set's plugin input stay the same.
+///
+/// The first call after the set's plugin input changes sends every node without fingerprinting
+/// any: nothing is remembered to compare against, and at 10,000 nodes the fingerprints would
+/// cost more than the call. Such answers are kept without a fingerprint, so the next time that
+/// node is offered it is sent again and fingerprinted then.
 pub struct PluginDecider {
     plugin: Arc<LoadedPlugin>,
-    /// Per node name: the fingerprint of what the plugin saw, and its answer.
-    memo: HashMap<String, (u64, PluginDecision)>,
+    /// Per node name: the fingerprint of what the plugin saw (when taken), and its answer.
+    memo: HashMap<Arc<str>, (Option<u64>, PluginDecision)>,
     memo_key: Option<SetInfo>,
 }
 
@@ -58,6 +74,14 @@ impl PluginDecider {
 }
 
 impl Decider for PluginDecider {
+    fn forget(&mut self, node: &str) {
+        self.memo.remove(node);
+    }
+
+    fn retain(&mut self, keep: &dyn Fn(&str) -> bool) {
+        self.memo.retain(|name, _| keep(name));
+    }
+
     fn decide(
         &mut self,
         set: &SetInfo,
@@ -69,24 +93,29 @@ impl Decider for PluginDecider {
         }
 
         let projection = &self.plugin.projection;
-        let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
-        let prints: Vec<u64> = nodes.iter().map(|n| projection.fingerprint(n)).collect();
-        let stale: Vec<usize> = (0..nodes.len())
-            .filter(|&i| {
-                let known = nodes[i]
-                    .metadata
-                    .name
-                    .as_deref()
-                    .and_then(|n| self.memo.get(n));
-                known.is_none_or(|(print, _)| *print != prints[i])
-            })
-            .collect();
+        let name = |n: &Node| Arc::<str>::from(n.metadata.name.as_deref().unwrap_or_default());
+        let stale: Vec<(usize, Option<u64>)> = if self.memo.is_empty() {
+            (0..nodes.len()).map(|i| (i, None)).collect()
+        } else {
+            (0..nodes.len())
+                .filter_map(|i| {
+                    let print = projection.fingerprint(nodes[i]);
+                    let known = nodes[i]
+                        .metadata
+                        .name
+                        .as_deref()
+                        .and_then(|n| self.memo.get(n));
+                    let fresh = known.is_some_and(|(seen, _)| *seen == Some(print));
+                    (!fresh).then_some((i, Some(print)))
+                })
+                .collect()
+        };
 
         for chunk in stale.chunks(MAX_BATCH) {
-            let batch = projection.batch(chunk.iter().map(|&i| nodes[i]));
+            let batch = projection.batch(chunk.iter().map(|&(i, _)| nodes[i]));
             let fresh = self.plugin.decide(set, &batch)?;
-            for (&i, decision) in chunk.iter().zip(fresh) {
-                self.memo.insert(name(nodes[i]), (prints[i], decision));
+            for (&(i, print), decision) in chunk.iter().zip(fresh) {
+                self.memo.insert(name(nodes[i]), (print, decision));
             }
         }
 
@@ -116,6 +145,9 @@ pub enum PlanError {
 
     #[error("spec.policy names plugin {0:?} but no plugin was supplied")]
     MissingPlugin(String),
+
+    #[error("the node changes handed to the planner do not follow its last pass")]
+    StaleDelta,
 }
 
 /// What happens on one node.
@@ -189,7 +221,7 @@ pub struct Outdated {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// One entry per input node, in input order.
-    pub nodes: Vec<NodePlan>,
+    pub nodes: Vec<Arc<NodePlan>>,
     pub create: Vec<Create>,
     pub delete: Vec<Delete>,
     pub outdated: Vec<Outdated>,
@@ -214,16 +246,16 @@ pub fn set_info(set: &WasmDaemonSet) -> SetInfo {
 
 /// Decides every node for `set`: upstream predicates first, then the plugin for the nodes the
 /// predicates leave in play. `decider` must be given when the set names a plugin.
-pub fn decide_nodes(
+pub fn decide_nodes<N: Borrow<Node>>(
     set: &WasmDaemonSet,
-    nodes: &[Node],
+    nodes: &[N],
     decider: Option<&mut dyn Decider>,
 ) -> Result<Vec<NodePlan>, PlanError> {
     let empty = Default::default();
     let template_spec = set.spec.template.spec.as_ref().unwrap_or(&empty);
     let placements: Vec<Placement> = nodes
         .iter()
-        .map(|n| node_should_run_daemon_pod(n, template_spec))
+        .map(|n| node_should_run_daemon_pod(n.borrow(), template_spec))
         .collect();
 
     let in_play: Vec<usize> = placements
@@ -236,7 +268,7 @@ pub fn decide_nodes(
     let mut plugin_answers: HashMap<usize, PluginDecision> = HashMap::new();
     if let Some(policy) = &set.spec.policy {
         let decider = decider.ok_or_else(|| PlanError::MissingPlugin(policy.plugin.clone()))?;
-        let batch: Vec<&Node> = in_play.iter().map(|&i| &nodes[i]).collect();
+        let batch: Vec<&Node> = in_play.iter().map(|&i| nodes[i].borrow()).collect();
         let answers = decider.decide(&set_info(set), &batch)?;
         plugin_answers.extend(in_play.iter().copied().zip(answers));
     }
@@ -244,7 +276,7 @@ pub fn decide_nodes(
     let mut rendered_cache: HashMap<String, (Arc<PodTemplateSpec>, String)> = HashMap::new();
     let mut plans = Vec::with_capacity(nodes.len());
     for (i, (node, placement)) in nodes.iter().zip(placements).enumerate() {
-        let name = node.metadata.name.clone().unwrap_or_default();
+        let name = node.borrow().metadata.name.clone().unwrap_or_default();
         let outcome = match plugin_answers.remove(&i) {
             _ if !placement.should_run && !placement.should_continue_running => Outcome::Skip {
                 reason: placement.reason.clone().unwrap_or_default(),
@@ -355,8 +387,6 @@ fn phase(pod: &Pod) -> &str {
 }
 
 /// Plans `set` over `nodes`, given the pods it owns now.
-///
-/// Pods already marked for deletion are ignored: they are on their way out.
 pub fn plan(
     set: &WasmDaemonSet,
     nodes: &[Node],
@@ -364,7 +394,14 @@ pub fn plan(
     decider: Option<&mut dyn Decider>,
 ) -> Result<Plan, PlanError> {
     let decided = decide_nodes(set, nodes, decider)?;
+    Ok(diff(set, decided.into_iter().map(Arc::new).collect(), pods))
+}
 
+/// Compares what each node should run with the pods there: what to create, what to delete and
+/// which pods run an outdated rendering. `decided` is one entry per node that exists.
+///
+/// Pods already marked for deletion are ignored: they are on their way out.
+pub fn diff(set: &WasmDaemonSet, decided: Vec<Arc<NodePlan>>, pods: &[Pod]) -> Plan {
     let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for pod in pods
         .iter()
@@ -469,5 +506,5 @@ pub fn plan(
         }
     }
     result.nodes = decided;
-    Ok(result)
+    result
 }
