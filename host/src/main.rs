@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::Node;
 use kube::CustomResourceExt;
+use wasmdaemon::controller::explain;
 use wasmdaemon::crd::WasmDaemonSet;
 use wasmdaemon::plugin::cache::DiskCache;
 use wasmdaemon::plugin::{Limits, PluginEngine};
@@ -97,35 +98,56 @@ enum Command {
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
     },
-    /// Explains why a node does or does not run a set, and with which variant.
+    /// Explains why a node does or does not run a set, and with which variant: offline from
+    /// files (--set and --nodes), or from a cluster, with the set's pods on the node.
     Explain {
-        /// The set's name (as in the set file).
+        /// The set's name.
         set_name: String,
         /// The node's name.
         node: String,
-        /// A node dump, as for `simulate`.
+        /// A node dump, as for `simulate`; with --set, explains offline.
         #[arg(long)]
-        nodes: PathBuf,
-        /// The WasmDaemonSet file.
+        nodes: Option<PathBuf>,
+        /// The WasmDaemonSet file; with --nodes, explains offline.
         #[arg(long)]
-        set: PathBuf,
+        set: Option<PathBuf>,
+        /// A kubeconfig file; without it the in-cluster or default kubeconfig is used.
+        #[arg(long, conflicts_with_all = ["nodes", "set"])]
+        kubeconfig: Option<PathBuf>,
+        /// The set's namespace (default: the kubeconfig context's, else `default`).
+        #[arg(long, conflicts_with_all = ["nodes", "set"])]
+        namespace: Option<String>,
+        /// Also use plugins from ConfigMaps labelled `wasmdaemon.io/plugin` in this namespace
+        /// (default: `POD_NAMESPACE`; none when neither is set).
+        #[arg(long, conflicts_with_all = ["nodes", "set"])]
+        plugin_namespace: Option<String>,
         /// A directory of `<name>.wasm` plugins, besides the stock ones.
         #[arg(long)]
         plugin_dir: Option<PathBuf>,
+        /// Let a plugin in --plugin-dir (or a plugin ConfigMap) replace a stock plugin of the
+        /// same name.
+        #[arg(long)]
+        allow_stock_override: bool,
     },
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        // A failed request is the one error line of `explain`; the client's log would repeat it.
+        Command::Explain { .. } => "warn,wasmtime=error,cranelift=error,kube_client=off",
+        _ => "warn,wasmtime=error,cranelift=error",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,wasmtime=error,cranelift=error".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", one_line(&error));
@@ -299,25 +321,92 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             node,
             nodes,
             set,
+            kubeconfig,
+            namespace,
+            plugin_namespace,
             plugin_dir,
+            allow_stock_override,
         } => {
-            let nodes = input::load_nodes(&nodes)?;
-            let set_file = set;
-            let set = input::load_set(&set_file)?;
-            if set.metadata.name.as_deref() != Some(set_name.as_str()) {
-                anyhow::bail!(
-                    "{} holds set {:?}, not {set_name:?}",
-                    set_file.display(),
-                    set.metadata.name.as_deref().unwrap_or_default()
-                );
-            }
-            let registry = Registry::new(PluginEngine::new(Limits::default())?, plugin_dir);
-            emit(&controller::explain::explain(
-                &set, &nodes, &node, &registry,
-            )?)?;
+            let text = match (set, nodes) {
+                (Some(set_file), Some(nodes)) => {
+                    let nodes = input::load_nodes(&nodes)?;
+                    let set = input::load_set(&set_file)?;
+                    if set.metadata.name.as_deref() != Some(set_name.as_str()) {
+                        anyhow::bail!(
+                            "{} holds set {:?}, not {set_name:?}",
+                            set_file.display(),
+                            set.metadata.name.as_deref().unwrap_or_default()
+                        );
+                    }
+                    let engine = PluginEngine::new(Limits::default())?;
+                    let registry =
+                        Registry::new(engine, plugin_dir).allow_shadowing(allow_stock_override);
+                    explain::explain(&set, &nodes, &node, &registry)?
+                }
+                (None, None) => {
+                    let plugin_namespace =
+                        plugin_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok());
+                    let view =
+                        read_cluster(kubeconfig, namespace, set_name, node, plugin_namespace)?;
+                    let engine = PluginEngine::new(Limits::default())?;
+                    let registry =
+                        explain::live_registry(&view, engine, allow_stock_override, plugin_dir);
+                    explain::explain_live(&view, &registry)?
+                }
+                (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                    "explain takes --set and --nodes together (offline), or neither (from the \
+                     cluster)"
+                ),
+            };
+            emit(&text)?;
         }
     }
     Ok(())
+}
+
+/// Reads what `explain` needs from the cluster `kubeconfig` names (or the inferred one); the
+/// set's namespace defaults to the kubeconfig context's.
+fn read_cluster(
+    kubeconfig: Option<PathBuf>,
+    namespace: Option<String>,
+    set: String,
+    node: String,
+    plugin_namespace: Option<String>,
+) -> anyhow::Result<explain::ClusterView> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the runtime")?;
+    runtime.block_on(async {
+        let mut config = match kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(&path)
+                    .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(file, &Default::default())
+                    .await
+                    .with_context(|| format!("failed to load kubeconfig {}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("failed to find a cluster configuration")?,
+        };
+        // A one-shot command should fail soon rather than wait as long as the controller does.
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(Duration::from_secs(30));
+        let query = explain::Query {
+            namespace: namespace.unwrap_or_else(|| config.default_namespace.clone()),
+            set,
+            node,
+            plugin_namespace,
+        };
+        let url = config
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
+        let client = kube::Client::try_from(config).context("failed to build the API client")?;
+        Ok(explain::read_cluster(&client, &url, &query).await?)
+    })
 }
 
 /// Lists every node of the cluster `kubeconfig` names, a page at a time.
