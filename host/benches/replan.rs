@@ -164,10 +164,35 @@ fn main() {
         }
     }
 
+    let info = planner::set_info(&sets[0].set);
+    let one = hardware.projection.batch([&nodes[5]]);
+    let calls: Vec<Duration> = (0..ROUNDS * 5)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(hardware.decide(&info, &one).expect("decides"));
+            start.elapsed()
+        })
+        .collect();
+    let sets_at_rest: Vec<Duration> = sets
+        .iter()
+        .map(|memory| {
+            let start = Instant::now();
+            std::hint::black_box(memory.planner.plan(&memory.set, &memory.pods));
+            start.elapsed()
+        })
+        .collect();
+    println!(
+        "
+one plugin call deciding one node (a fresh instance): {}; one set's diff of {NODES} \
+         decisions against its pods: {}",
+        fmt(median(&calls)),
+        fmt(median(&sets_at_rest))
+    );
+
     let start = Instant::now();
     let heartbeat = table.apply(nodes[3].clone());
     println!(
-        "\na heartbeat (nothing placement reads changed): {} change(s), {}",
+        "a heartbeat (nothing placement reads changed): {} change(s), {}",
         heartbeat.iter().count(),
         fmt(start.elapsed())
     );

@@ -52,8 +52,9 @@ pub struct NodeChange {
     pub change: Change,
 }
 
-/// A point in one table's history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A point in one table's history. At a given cursor each node name stands for one exact
+/// content, so anything computed from nodes at a cursor can be shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cursor {
     table: u64,
     revision: u64,

@@ -1,6 +1,5 @@
 //! The set's status as observed on one pass, its conditions, and the patch that writes it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -9,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use crate::crd::{WasmDaemonSet, WasmDaemonSetStatus};
-use crate::planner::{Outcome, Plan, pod_node};
+use crate::planner::{Outcome, Plan};
 use crate::render::VARIANT_LABEL;
 
 use super::rollout::{is_available, is_ready, pod_hash};
@@ -28,23 +27,7 @@ pub fn observe(
     min_ready: Duration,
     now: Timestamp,
 ) -> WasmDaemonSetStatus {
-    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for pod in pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
-        if let Some(node) = pod_node(pod) {
-            by_node.entry(node).or_default().push(pod);
-        }
-    }
-    for list in by_node.values_mut() {
-        list.sort_by_key(|p| {
-            (
-                p.metadata.creation_timestamp.clone(),
-                p.metadata.name.clone(),
-            )
-        });
-    }
+    let by_node = crate::planner::pods_by_node(pods, |p| p.metadata.deletion_timestamp.is_none());
 
     let mut status = WasmDaemonSetStatus {
         observed_generation: set.metadata.generation,

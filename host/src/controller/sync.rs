@@ -1,14 +1,14 @@
 //! What one pass changes: the planner's creates and deletes, held back by in-flight writes and
 //! failed-pod backoff, plus the next rolling-update step.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::WasmDaemonSet;
-use crate::planner::{Create, DeleteReason, Outcome, Plan, pod_node};
+use crate::planner::{self, Create, DeleteReason, Outcome, Plan, pod_node};
 use crate::render;
 
 use super::backoff::FailedPodBackoff;
@@ -58,25 +58,10 @@ fn is_terminal(pod: &Pod) -> bool {
 }
 
 /// Live pods (not terminating, not finished) by node, oldest first.
-pub fn live_by_node(pods: &[Pod]) -> BTreeMap<&str, Vec<&Pod>> {
-    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for pod in pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && !is_terminal(p))
-    {
-        if let Some(node) = pod_node(pod) {
-            by_node.entry(node).or_default().push(pod);
-        }
-    }
-    for list in by_node.values_mut() {
-        list.sort_by_key(|p| {
-            (
-                p.metadata.creation_timestamp.clone(),
-                p.metadata.name.clone(),
-            )
-        });
-    }
-    by_node
+pub fn live_by_node(pods: &[Pod]) -> HashMap<&str, Vec<&Pod>> {
+    planner::pods_by_node(pods, |p| {
+        p.metadata.deletion_timestamp.is_none() && !is_terminal(p)
+    })
 }
 
 /// Decides this pass's writes for `set` from its `plan` and its `pods`.
@@ -100,11 +85,11 @@ pub fn changes(
     let rolling = rollout::is_rolling(set);
     let surge = rolling && budget.max_surge > 0;
     let live = live_by_node(pods);
-    let uid_of = |name: &str| {
-        pods.iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
-            .and_then(|p| p.metadata.uid.clone())
-    };
+    let uids: HashMap<&str, &str> = pods
+        .iter()
+        .filter_map(|p| Some((p.metadata.name.as_deref()?, p.metadata.uid.as_deref()?)))
+        .collect();
+    let uid_of = |name: &str| uids.get(name).map(|uid| uid.to_string());
 
     let mut out = Changes::default();
     let wait = |slot: &mut Option<Duration>, d: Duration| {
@@ -193,7 +178,7 @@ pub fn changes(
 fn roll(
     set: &WasmDaemonSet,
     runs: &HashMap<&str, &Outcome>,
-    live: &BTreeMap<&str, Vec<&Pod>>,
+    live: &HashMap<&str, Vec<&Pod>>,
     expectations: &Expectations,
     budget: rollout::Budget,
     min_ready: Duration,

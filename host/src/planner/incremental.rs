@@ -85,6 +85,9 @@ impl SetPlanner {
         if !delta.full && (self.key.as_ref() != Some(&key) || self.cursor != Some(delta.from)) {
             return Err(PlanError::StaleDelta);
         }
+        if let Some(decider) = reborrow(&mut decider) {
+            decider.at(delta.cursor);
+        }
         let fresh = decide_nodes(set, &delta.nodes, reborrow(&mut decider))?;
 
         if delta.full {

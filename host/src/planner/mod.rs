@@ -8,15 +8,16 @@ mod incremental;
 pub use incremental::{PlanKey, SetPlanner};
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec};
 use thiserror::Error;
 
 use crate::crd::WasmDaemonSet;
+use crate::node_table::Cursor;
 use crate::plugin::bindings::{self, SetInfo};
-use crate::plugin::{LoadedPlugin, PluginDecision, PluginError};
+use crate::plugin::{LoadedPlugin, PluginDecision, PluginError, key_of};
 use crate::predicates::{Placement, node_should_run_daemon_pod};
 use crate::render::{self, HASH_LABEL, RenderError};
 
@@ -31,6 +32,10 @@ pub trait Decider {
         set: &SetInfo,
         nodes: &[&Node],
     ) -> Result<Vec<PluginDecision>, PluginError>;
+
+    /// Says the nodes of the next call are as the node table holds them at `cursor`, so what is
+    /// derived from them may be shared with other sets deciding at the same cursor.
+    fn at(&mut self, _cursor: Cursor) {}
 
     /// Drops anything remembered about `node`, which is gone.
     fn forget(&mut self, _node: &str) {}
@@ -51,6 +56,8 @@ pub struct PluginDecider {
     /// Per node name: the fingerprint of what the plugin saw (when taken), and its answer.
     memo: HashMap<Arc<str>, (Option<u64>, PluginDecision)>,
     memo_key: Option<SetInfo>,
+    /// Set by [`Decider::at`] for the next call only.
+    cursor: Option<Cursor>,
 }
 
 impl PluginDecider {
@@ -59,6 +66,7 @@ impl PluginDecider {
             plugin,
             memo: HashMap::new(),
             memo_key: None,
+            cursor: None,
         }
     }
 
@@ -74,6 +82,10 @@ impl PluginDecider {
 }
 
 impl Decider for PluginDecider {
+    fn at(&mut self, cursor: Cursor) {
+        self.cursor = Some(cursor);
+    }
+
     fn forget(&mut self, node: &str) {
         self.memo.remove(node);
     }
@@ -94,7 +106,9 @@ impl Decider for PluginDecider {
 
         let projection = &self.plugin.projection;
         let name = |n: &Node| Arc::<str>::from(n.metadata.name.as_deref().unwrap_or_default());
-        let stale: Vec<(usize, Option<u64>)> = if self.memo.is_empty() {
+        let cursor = self.cursor.take();
+        let cold = self.memo.is_empty();
+        let stale: Vec<(usize, Option<u64>)> = if cold {
             (0..nodes.len()).map(|i| (i, None)).collect()
         } else {
             (0..nodes.len())
@@ -112,7 +126,19 @@ impl Decider for PluginDecider {
         };
 
         for chunk in stale.chunks(MAX_BATCH) {
-            let batch = projection.batch(chunk.iter().map(|&(i, _)| nodes[i]));
+            let build = || projection.batch(chunk.iter().map(|&(i, _)| nodes[i]));
+            // Only a cold call covers a whole list that other sets may send too; fingerprinted
+            // leftovers are small and particular to this set.
+            let batch = match cursor.filter(|_| cold) {
+                Some(cursor) => {
+                    let names = chunk
+                        .iter()
+                        .map(|&(i, _)| nodes[i].metadata.name.as_deref());
+                    let key = key_of((cursor, names.collect::<Vec<_>>()));
+                    self.plugin.batches.get_or_build(key, build)
+                }
+                None => Arc::new(build()),
+            };
             let fresh = self.plugin.decide(set, &batch)?;
             for (&(i, print), decision) in chunk.iter().zip(fresh) {
                 self.memo.insert(name(nodes[i]), (print, decision));
@@ -397,31 +423,37 @@ pub fn plan(
     Ok(diff(set, decided.into_iter().map(Arc::new).collect(), pods))
 }
 
+/// The pods `keep` accepts, by the node they are on or pinned to, each node's oldest first.
+///
+/// Keyed by hash rather than in a B-tree: node names share long prefixes, which makes ordered
+/// lookups compare many bytes, and at 10,000 pods that dominated a pass.
+pub fn pods_by_node(pods: &[Pod], keep: impl Fn(&Pod) -> bool) -> HashMap<&str, Vec<&Pod>> {
+    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::with_capacity(pods.len());
+    for pod in pods.iter().filter(|p| keep(p)) {
+        if let Some(node) = pod_node(pod) {
+            by_node.entry(node).or_default().push(pod);
+        }
+    }
+    for list in by_node.values_mut().filter(|l| l.len() > 1) {
+        list.sort_by(|a, b| age_order(a).cmp(&age_order(b)));
+    }
+    by_node
+}
+
+/// Oldest first, then by name.
+fn age_order(pod: &Pod) -> (Option<k8s_openapi::jiff::Timestamp>, Option<&str>) {
+    (
+        pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        pod.metadata.name.as_deref(),
+    )
+}
+
 /// Compares what each node should run with the pods there: what to create, what to delete and
 /// which pods run an outdated rendering. `decided` is one entry per node that exists.
 ///
 /// Pods already marked for deletion are ignored: they are on their way out.
 pub fn diff(set: &WasmDaemonSet, decided: Vec<Arc<NodePlan>>, pods: &[Pod]) -> Plan {
-    let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-    for pod in pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
-        if let Some(node) = pod_node(pod) {
-            by_node.entry(node).or_default().push(pod);
-        }
-    }
-    for list in by_node.values_mut() {
-        list.sort_by(|a, b| {
-            let key = |p: &Pod| {
-                (
-                    p.metadata.creation_timestamp.clone(),
-                    p.metadata.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
-    }
+    let mut by_node = pods_by_node(pods, |p| p.metadata.deletion_timestamp.is_none());
 
     let mut result = Plan::default();
     let delete = |pod: &Pod, node: &str, reason| Delete {
@@ -498,7 +530,9 @@ pub fn diff(set: &WasmDaemonSet, decided: Vec<Arc<NodePlan>>, pods: &[Pod]) -> P
             }
         }
     }
-    for (node, pods) in by_node {
+    let mut gone: Vec<(&str, Vec<&Pod>)> = by_node.into_iter().collect();
+    gone.sort_unstable_by_key(|(node, _)| *node);
+    for (node, pods) in gone {
         for pod in pods {
             result
                 .delete

@@ -22,7 +22,7 @@ use super::bindings::{self, Answer, Decision, NodeBatch, PluginInfo, PluginPre, 
 use super::cache::{CacheError, DiskCache};
 use super::error::PluginError;
 use super::output::{BoundedPipe, head, tail};
-use super::projection::Projection;
+use super::projection::{Projection, SharedBatches};
 
 /// How often the epoch ticker advances. Deadlines are rounded up to whole ticks.
 const TICK: Duration = Duration::from_millis(2);
@@ -172,6 +172,8 @@ pub struct LoadedPlugin {
     pub info: PluginInfo,
     /// The node parts the plugin asked for.
     pub projection: Projection,
+    /// Batches recently projected for this version, shared by the sets it decides.
+    pub batches: SharedBatches,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -319,6 +321,7 @@ impl PluginEngine {
                 },
             },
             projection: Projection::default(),
+            batches: SharedBatches::default(),
         };
         let info = loaded.describe().map_err(|e| (LoadStage::Describe, e))?;
         loaded.projection = Projection::new(&info.interest);

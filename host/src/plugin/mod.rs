@@ -8,7 +8,7 @@ mod projection;
 
 pub use engine::{Limits, LoadStage, LoadedPlugin, PluginDecision, PluginEngine, digest_of};
 pub use error::PluginError;
-pub use projection::Projection;
+pub use projection::{Projection, SharedBatches, key_of};
 
 /// Host-side bindings of `wit/placement.wit`.
 pub mod bindings {

@@ -241,6 +241,49 @@ impl Projection {
     }
 }
 
+/// Batches a plugin version was recently sent, for other sets to reuse: after a swap every set
+/// using the plugin decides every node, and projecting 10,000 nodes costs several times the
+/// plugin call itself. Keyed by what identifies a batch's content exactly (see
+/// [`Cursor`](crate::node_table::Cursor)); the few most recent are kept.
+#[derive(Default)]
+pub struct SharedBatches {
+    recent: std::sync::Mutex<std::collections::VecDeque<(u64, std::sync::Arc<NodeBatch>)>>,
+}
+
+impl SharedBatches {
+    const KEEP: usize = 8;
+
+    /// The batch stored under `key`, or `build`'s, stored for next time.
+    pub fn get_or_build(
+        &self,
+        key: u64,
+        build: impl FnOnce() -> NodeBatch,
+    ) -> std::sync::Arc<NodeBatch> {
+        let lock = || {
+            self.recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((_, batch)) = lock().iter().find(|(k, _)| *k == key) {
+            return batch.clone();
+        }
+        let batch = std::sync::Arc::new(build());
+        let mut recent = lock();
+        if recent.len() >= Self::KEEP {
+            recent.pop_front();
+        }
+        recent.push_back((key, batch.clone()));
+        batch
+    }
+}
+
+/// A 64-bit key for `parts`, with the hasher fingerprints use.
+pub fn key_of(parts: impl Hash) -> u64 {
+    let mut hasher = FastHasher::default();
+    parts.hash(&mut hasher);
+    hasher.finish()
+}
+
 struct Fingerprint(FastHasher);
 
 /// A multiply-rotate hasher over 8-byte words: several times faster than SipHash on the short
