@@ -5,6 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
+use wasmdaemon::crd::WasmDaemonSet;
+use wasmdaemon::node_table::NodeTable;
+use wasmdaemon::planner::{Outcome, PlanKey, PluginDecider, SetPlanner};
 use wasmdaemon::plugin::bindings::SetInfo;
 use wasmdaemon::plugin::{Limits, LoadedPlugin, PluginDecision, PluginEngine, PluginError};
 
@@ -302,4 +305,70 @@ fn bytes_that_are_not_a_component_fail_to_load() {
     );
     let error = engine().load("text", b"hello").unwrap_err();
     assert_eq!(error.kind(), "PluginLoadFailed");
+}
+
+/// A set using `plugin` with `config`, running everywhere.
+fn daemon_set(name: &str, plugin: &str, config: serde_json::Value) -> WasmDaemonSet {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "wasmdaemon.io/v1alpha1", "kind": "WasmDaemonSet",
+        "metadata": {"name": name, "namespace": "default", "uid": name, "generation": 1},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": "i"}]}},
+            "variants": [{"name": "arm"}],
+            "policy": {"plugin": plugin, "config": config}
+        }
+    }))
+    .unwrap()
+}
+
+#[test]
+fn sets_deciding_the_same_nodes_at_the_same_moment_share_one_projection() {
+    let hardware = std::fs::read(env!("WASMDAEMON_PLUGIN_HARDWARE")).unwrap();
+    let plugin = engine().load("hardware", &hardware).unwrap();
+    let arch = |name: &str, arch: &str| node(name, &[("kubernetes.io/arch", arch)]);
+    let mut table = NodeTable::from_nodes([arch("a", "arm64"), arch("b", "amd64")]);
+    let arm_rule = serde_json::json!({"rules": [{"when": {"arch": ["arm64"]}, "variant": "arm"}]});
+    let sets = [
+        daemon_set("first", "hardware", arm_rule.clone()),
+        daemon_set("second", "hardware", arm_rule),
+        daemon_set("third", "hardware", serde_json::json!({"rules": []})),
+    ];
+    let mut planners: Vec<(SetPlanner, PluginDecider)> = sets
+        .iter()
+        .map(|_| (SetPlanner::default(), PluginDecider::new(plugin.clone())))
+        .collect();
+    let mut pass = |table: &NodeTable| {
+        let mut variants = Vec::new();
+        for (set, (planner, decider)) in sets.iter().zip(&mut planners) {
+            let key = PlanKey::of(set, Some(&plugin.digest));
+            let delta = table.delta(planner.since(&key));
+            planner.apply(set, key, &delta, Some(decider)).unwrap();
+            variants.push(
+                planner
+                    .decisions()
+                    .iter()
+                    .map(|p| match &p.outcome {
+                        Outcome::Run { variant, .. } => variant.clone().unwrap_or_default(),
+                        Outcome::Skip { .. } => "skip".to_string(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+        variants
+    };
+
+    let first = pass(&table);
+    assert_eq!(first, [vec!["arm", ""], vec!["arm", ""], vec!["", ""]]);
+    assert_eq!(plugin.batches.built(), 1, "three sets, one projection");
+
+    // After a change, each set is sent only the changed node, projected for it alone.
+    table.apply(arch("b", "arm64"));
+    let second = pass(&table);
+    assert_eq!(
+        second,
+        [vec!["arm", "arm"], vec!["arm", "arm"], vec!["", ""]]
+    );
+    assert_eq!(plugin.batches.built(), 1);
 }

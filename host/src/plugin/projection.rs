@@ -248,10 +248,16 @@ impl Projection {
 #[derive(Default)]
 pub struct SharedBatches {
     recent: std::sync::Mutex<std::collections::VecDeque<(u64, std::sync::Arc<NodeBatch>)>>,
+    built: std::sync::atomic::AtomicU64,
 }
 
 impl SharedBatches {
     const KEEP: usize = 8;
+
+    /// How many batches were projected rather than reused.
+    pub fn built(&self) -> u64 {
+        self.built.load(std::sync::atomic::Ordering::Relaxed)
+    }
 
     /// The batch stored under `key`, or `build`'s, stored for next time.
     pub fn get_or_build(
@@ -268,6 +274,8 @@ impl SharedBatches {
             return batch.clone();
         }
         let batch = std::sync::Arc::new(build());
+        self.built
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut recent = lock();
         if recent.len() >= Self::KEEP {
             recent.pop_front();
