@@ -52,6 +52,8 @@ pub struct ControllerMetrics {
     pub pod_write_failures: Counter,
     /// Passes that left a set alone because its plugin failed.
     pub plugin_failures: Counter,
+    /// Passes that stopped after deciding: no decision changed and nothing else did.
+    pub quiet_passes: Counter,
     /// Nodes in the node table now.
     pub nodes: AtomicU64,
 }
@@ -60,7 +62,7 @@ impl ControllerMetrics {
     /// The counters in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &Counter); 9] = [
+        let counters: [(&str, &str, &Counter); 10] = [
             (
                 "reconciles_total",
                 "Set reconciles that finished.",
@@ -97,6 +99,11 @@ impl ControllerMetrics {
                 "plugin_failures_total",
                 "Passes that left a set alone because its plugin failed.",
                 &self.plugin_failures,
+            ),
+            (
+                "quiet_reconciles_total",
+                "Reconciles that stopped after deciding because nothing had changed.",
+                &self.quiet_passes,
             ),
         ];
         for (name, help, counter) in counters {

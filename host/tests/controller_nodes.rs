@@ -151,3 +151,80 @@ async fn wait_until_quiet(metrics: &ControllerMetrics) {
         last = now;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taint_that_changes_no_decision_costs_each_set_one_node_and_no_write() {
+    let env = Env::start("nodes-quiet-taint").await;
+    let mut nodes = Vec::new();
+    for i in 0..6 {
+        nodes.push(env.add_node(&format!("n{i}"), &[], "amd64").await);
+    }
+    for name in ["first", "second", "third"] {
+        env.create_set(&env.set(name, "", "agent:1", json!({})))
+            .await;
+    }
+    let metrics = Arc::new(ControllerMetrics::default());
+    let controller = env.start_controller_counting(None, metrics.clone());
+    wait_for("a pod per node for every set", WAIT, || async {
+        for set in ["first", "second", "third"] {
+            if env.pods_of(set).await.len() != nodes.len() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    wait_until_quiet(&metrics).await;
+    let before = (
+        metrics.quiet_passes.get(),
+        metrics.nodes_decided.get(),
+        metrics.pods_created.get() + metrics.pods_deleted.get(),
+    );
+
+    // A PreferNoSchedule taint never blocks a daemon pod: every set looks, none changes.
+    let taint = json!({"spec": {"taints": [{"key": "soon", "effect": "PreferNoSchedule"}]}});
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(env.client.clone());
+    api.patch(
+        &nodes[2],
+        &Default::default(),
+        &kube::api::Patch::Merge(&taint),
+    )
+    .await
+    .expect("node is tainted");
+    wait_for("every set to look at the tainted node", WAIT, || async {
+        (metrics.quiet_passes.get() >= before.0 + 3).then_some(())
+    })
+    .await;
+    wait_until_quiet(&metrics).await;
+    assert_eq!(metrics.quiet_passes.get() - before.0, 3);
+    assert_eq!(metrics.nodes_decided.get() - before.1, 3);
+    assert_eq!(
+        metrics.pods_created.get() + metrics.pods_deleted.get(),
+        before.2,
+        "no pod was written"
+    );
+
+    // A NoExecute taint no set tolerates changes the decision: its pods go.
+    let taint = json!({"spec": {"taints": [{"key": "gone", "effect": "NoExecute"}]}});
+    api.patch(
+        &nodes[2],
+        &Default::default(),
+        &kube::api::Patch::Merge(&taint),
+    )
+    .await
+    .expect("node is tainted");
+    wait_for(
+        "the evicting taint to remove every set's pod there",
+        WAIT,
+        || async {
+            for set in ["first", "second", "third"] {
+                if env.pods_of(set).await.contains_key(&nodes[2]) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    controller.stop().await;
+}

@@ -36,6 +36,21 @@ pub struct SetState {
     pub planner: SetPlanner,
     pub expectations: Expectations,
     pub backoff: FailedPodBackoff,
+    /// What the last complete pass saw, while nothing it depends on has changed since.
+    pub settled: Option<Settled>,
+}
+
+/// The inputs of a complete pass. A later pass that finds the same inputs and no changed node
+/// decision would write nothing, so it stops after deciding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub generation: Option<i64>,
+    /// The set's pod-event count ([`Context::pod_events`]) before the pass read the pods.
+    pub pod_events: u64,
+    /// The plugin notice the pass reported, if any.
+    pub notice: Option<(&'static str, String)>,
+    /// When a pass must look again anyway: a rollout or backoff wait ends, or the resync.
+    pub until: std::time::Instant,
 }
 
 /// State shared by every reconcile.
@@ -53,6 +68,8 @@ pub struct Context {
     /// The plugin version each set was last planned with: what it reads decides which node
     /// changes concern the set.
     plugins: Mutex<HashMap<ObjectRef<WasmDaemonSet>, Arc<LoadedPlugin>>>,
+    /// Pod watch events seen per set (its own pods, and orphans it could adopt).
+    pod_events: Mutex<HashMap<ObjectRef<WasmDaemonSet>, u64>>,
 }
 
 impl Context {
@@ -78,6 +95,7 @@ impl Context {
             sets: Mutex::default(),
             failures: Mutex::default(),
             plugins: Mutex::default(),
+            pod_events: Mutex::default(),
         }
     }
 
@@ -105,6 +123,31 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|key, _| !same(key));
+        self.pod_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| !same(key));
+    }
+
+    /// Counts a pod watch event concerning `sets`. Called after the pod cache took the event,
+    /// so a pass that reads the count before the cache sees at least those events.
+    pub fn pod_event(&self, sets: &[ObjectRef<WasmDaemonSet>]) {
+        let mut counts = self
+            .pod_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for set in sets {
+            *counts.entry(set.clone()).or_default() += 1;
+        }
+    }
+
+    /// Pod watch events seen for `set` so far.
+    pub fn pod_events(&self, set: &ObjectRef<WasmDaemonSet>) -> u64 {
+        let counts = self
+            .pod_events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        counts.get(set).copied().unwrap_or(0)
     }
 
     /// Records the plugin version `set` was planned with (`None`: it has no policy, or its

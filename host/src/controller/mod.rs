@@ -131,6 +131,7 @@ pub async fn run(
     let controller = Controller::new(sets_api, watcher::Config::default());
     let sets = controller.store();
     let plugins = ctx.clone();
+    let counted = ctx.clone();
     let node_changes = nodes::triggers(
         nodes,
         node_events,
@@ -141,7 +142,11 @@ pub async fn run(
     let plugin_changes = crate::registry::sets::replan_triggers(&ctx.registry, sets.clone());
     let drained = controller
         .with_config(controller::Config::default().concurrency(options.concurrency))
-        .watches_stream(pod_events, move |pod| sets_for_pod(&sets, &pod))
+        .watches_stream(pod_events, move |pod| {
+            let concerned = sets_for_pod(&sets, &pod);
+            counted.pod_event(&concerned);
+            concerned
+        })
         .reconcile_on(node_changes)
         .reconcile_on(plugin_changes)
         .graceful_shutdown_on(shutdown.clone())

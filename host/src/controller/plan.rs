@@ -5,7 +5,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::crd::WasmDaemonSet;
-use crate::planner::{self, Decider, Plan, PlanError, PlanKey, PluginDecider, SetPlanner};
+use crate::planner::{self, Applied, Decider, Plan, PlanError, PlanKey, PluginDecider, SetPlanner};
 use crate::plugin::LoadedPlugin;
 use crate::plugin::bindings::SetInfo;
 use crate::registry::{Registry, RegistryError};
@@ -15,13 +15,14 @@ use super::nodes::Nodes;
 
 /// A plan and the plugin version behind it.
 pub struct Planned {
-    pub plan: Plan,
+    /// The plan, when pods were given.
+    pub plan: Option<Plan>,
     /// `<name>@<digest>` when the set has a policy.
     pub plugin: Option<String>,
     /// The plugin version that decided, when the set has a policy.
     pub loaded: Option<Arc<LoadedPlugin>>,
-    /// Nodes decided on this pass (the others kept their earlier decision).
-    pub decided: usize,
+    /// What deciding did: how many nodes, and whether any decision changed.
+    pub applied: Applied,
 }
 
 /// Why a set could not be planned.
@@ -41,14 +42,14 @@ struct Memory {
     planner: SetPlanner,
 }
 
-/// Plans `set` on a blocking thread once a plugin slot is free. The set's decider and kept
-/// decisions travel to the thread and back, so a pass decides only the nodes that changed
-/// since the last one.
+/// Plans `set` on a blocking thread once a plugin slot is free: decides the nodes that changed
+/// since the last pass, then, when `pods` are given, compares every decision with them. The
+/// set's decider and kept decisions travel to the thread and back.
 pub async fn plan(
     ctx: &Context,
     state: &mut SetState,
     set: Arc<WasmDaemonSet>,
-    pods: Vec<Pod>,
+    pods: Option<Vec<Pod>>,
 ) -> Result<Planned, Failure> {
     let Ok(_slot) = ctx.plugin_slots.clone().acquire_owned().await else {
         return Err(Failure::Other("plugin slots closed".to_string()));
@@ -63,7 +64,7 @@ pub async fn plan(
     let span = tracing::Span::current();
     let task = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        plan_blocking(&registry, &nodes, memory, &set, &pods)
+        plan_blocking(&registry, &nodes, memory, &set, pods.as_deref())
     });
     match task.await {
         Ok((memory, result)) => {
@@ -81,17 +82,17 @@ fn plan_blocking(
     nodes: &Nodes,
     mut memory: Memory,
     set: &WasmDaemonSet,
-    pods: &[Pod],
+    pods: Option<&[Pod]>,
 ) -> (Memory, Result<Planned, Failure>) {
     let Some(policy) = &set.spec.policy else {
         memory.decider = None;
         memory.validated = None;
         let result = decide(&mut memory.planner, nodes, set, None, None)
-            .map(|decided| Planned {
-                plan: memory.planner.plan(set, pods),
+            .map(|applied| Planned {
+                plan: pods.map(|pods| memory.planner.plan(set, pods)),
                 plugin: None,
                 loaded: None,
-                decided,
+                applied,
             })
             .map_err(plan_failure);
         return (memory, result);
@@ -133,25 +134,25 @@ fn plan_blocking(
     );
     let id = format!("{}@{}", policy.plugin, plugin.digest);
     let result = result
-        .map(|decided| Planned {
-            plan: memory.planner.plan(set, pods),
+        .map(|applied| Planned {
+            plan: pods.map(|pods| memory.planner.plan(set, pods)),
             plugin: Some(id),
             loaded: Some(plugin.clone()),
-            decided,
+            applied,
         })
         .map_err(plan_failure);
     (memory, result)
 }
 
 /// Decides the nodes that changed since the planner's last pass (every node when the set or
-/// its plugin changed); returns how many were decided.
+/// its plugin changed).
 fn decide(
     planner: &mut SetPlanner,
     nodes: &Nodes,
     set: &WasmDaemonSet,
     digest: Option<&str>,
     decider: Option<&mut dyn Decider>,
-) -> Result<usize, PlanError> {
+) -> Result<Applied, PlanError> {
     let key = PlanKey::of(set, digest);
     let delta = nodes.read().delta(planner.since(&key));
     planner.apply(set, key, &delta, decider)

@@ -20,7 +20,7 @@ use crate::planner::Create;
 
 use super::Error;
 use super::claim::{self, Claim};
-use super::context::{Context, SetState};
+use super::context::{Context, SetState, Settled};
 use super::expectations::Expectations;
 use super::plan::{self, Failure};
 use super::status::{self, PLUGIN_READY};
@@ -86,6 +86,46 @@ async fn pass(
 ) -> Result<Action, Error> {
     let now = Instant::now();
     state.backoff.observe_generation(set.metadata.generation);
+    let key = ObjectRef::from_obj(&**set);
+    let notice =
+        set.spec.policy.as_ref().and_then(|p| {
+            crate::registry::sets::notice(&ctx.registry, &p.plugin, p.digest.is_some())
+        });
+    // Read before the pod cache: every event counted here is already in the cache.
+    let pod_events = ctx.pod_events(&key);
+
+    if let Some(settled) = state.settled.take() {
+        let quiet = settled.generation == set.metadata.generation
+            && settled.pod_events == pod_events
+            && settled.notice == notice
+            && now < settled.until
+            && state.expectations.is_empty();
+        if quiet {
+            match plan::plan(ctx, state, set.clone(), None).await {
+                Ok(planned) => {
+                    ctx.metrics
+                        .nodes_decided
+                        .add(planned.applied.decided as u64);
+                    ctx.planned_with(&key, planned.loaded.clone());
+                    if !planned.applied.changed {
+                        tracing::debug!(
+                            decided = planned.applied.decided,
+                            "no decision changed and no pod event since the last pass"
+                        );
+                        ctx.metrics.quiet_passes.inc();
+                        let wait = settled.until.saturating_duration_since(now);
+                        state.settled = Some(settled);
+                        return Ok(Action::requeue(wait));
+                    }
+                }
+                Err(Failure::Plugin { reason, message }) => {
+                    plugin_failed(ctx, set, &reason, message).await?;
+                    return Ok(Action::requeue(PLUGIN_RETRY));
+                }
+                Err(Failure::Other(message)) => return Err(Error::Plan(message)),
+            }
+        }
+    }
 
     let cached: Vec<Arc<Pod>> = ctx
         .pods
@@ -97,12 +137,17 @@ async fn pass(
     let pods = settle_claim(ctx, set, ns, claimed).await?;
     state.expectations.observe(&pods, now);
 
-    let planned = plan::plan(ctx, state, set.clone(), pods.clone()).await;
-    let planned = match planned {
-        Ok(planned) => {
-            ctx.metrics.nodes_decided.add(planned.decided as u64);
-            ctx.planned_with(&ObjectRef::from_obj(&**set), planned.loaded.clone());
-            planned
+    let planned = plan::plan(ctx, state, set.clone(), Some(pods.clone())).await;
+    let (planned, plan) = match planned {
+        Ok(mut planned) => {
+            ctx.metrics
+                .nodes_decided
+                .add(planned.applied.decided as u64);
+            ctx.planned_with(&key, planned.loaded.clone());
+            let Some(plan) = planned.plan.take() else {
+                return Err(Error::Plan("the planner returned no plan".to_string()));
+            };
+            (planned, plan)
         }
         Err(Failure::Plugin { reason, message }) => {
             plugin_failed(ctx, set, &reason, message).await?;
@@ -114,7 +159,7 @@ async fn pass(
     let wall = Timestamp::now();
     let changes = sync::changes(
         set,
-        &planned.plan,
+        &plan,
         &pods,
         &state.expectations,
         &mut state.backoff,
@@ -122,36 +167,27 @@ async fn pass(
         wall,
     )
     .map_err(Error::InvalidSet)?;
-    for node in &planned.plan.nodes {
+    for node in &plan.nodes {
         if let crate::planner::Outcome::Skip { reason, .. } = &node.outcome {
             tracing::trace!(node = %node.node, %reason, "node skipped");
         }
     }
     tracing::debug!(
-        nodes = planned.plan.nodes.len(),
-        decided = planned.decided,
+        nodes = plan.nodes.len(),
+        decided = planned.applied.decided,
         pods = pods.len(),
         create = changes.create.len(),
         delete = changes.delete.len(),
-        outdated = planned.plan.outdated.len(),
+        outdated = plan.outdated.len(),
         "planned"
     );
     let recheck_in = changes.recheck_in;
     let written = write(ctx, set, ns, &mut state.expectations, changes).await;
 
-    let mut observed = status::observe(
-        set,
-        &planned.plan,
-        &pods,
-        super::rollout::min_ready(set),
-        wall,
-    );
+    let mut observed = status::observe(set, &plan, &pods, super::rollout::min_ready(set), wall);
     observed.plugin = planned.plugin.clone();
     let mut conditions = vec![status::rollout_condition(&observed)];
     if let Some(plugin) = &planned.plugin {
-        let notice = set.spec.policy.as_ref().and_then(|p| {
-            crate::registry::sets::notice(&ctx.registry, &p.plugin, p.digest.is_some())
-        });
         if let Some((reason, message)) = &notice
             && !has_condition_reason(set, PLUGIN_READY, reason)
         {
@@ -164,8 +200,9 @@ async fn pass(
             )
             .await;
         }
-        let (reason, message) =
-            notice.unwrap_or(("PluginAnswered", format!("plugin {plugin} answered")));
+        let (reason, message) = notice
+            .clone()
+            .unwrap_or(("PluginAnswered", format!("plugin {plugin} answered")));
         conditions.push(status::condition(
             PLUGIN_READY,
             "True",
@@ -177,12 +214,17 @@ async fn pass(
     write_status(ctx, set, observed, conditions).await?;
 
     let names: std::collections::HashSet<&str> =
-        planned.plan.nodes.iter().map(|n| n.node.as_str()).collect();
+        plan.nodes.iter().map(|n| n.node.as_str()).collect();
     state.backoff.retain(now, |n| names.contains(n));
     written?;
-    Ok(Action::requeue(
-        recheck_in.map_or(RESYNC, |d| d.min(RESYNC)),
-    ))
+    let wait = recheck_in.map_or(RESYNC, |d| d.min(RESYNC));
+    state.settled = Some(Settled {
+        generation: set.metadata.generation,
+        pod_events,
+        notice,
+        until: now + wait,
+    });
+    Ok(Action::requeue(wait))
 }
 
 /// Adopts orphans and releases strays; returns the set's pods afterwards. A failed adoption

@@ -53,6 +53,15 @@ fn reborrow<'a>(decider: &'a mut Option<&mut dyn Decider>) -> Option<&'a mut dyn
     }
 }
 
+/// What one [`SetPlanner::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Nodes decided.
+    pub decided: usize,
+    /// Whether any node's decision differs from before (a node added or removed counts).
+    pub changed: bool,
+}
+
 /// One set's decisions for every node, and the point in the node table they reflect.
 #[derive(Debug, Default)]
 pub struct SetPlanner {
@@ -81,7 +90,7 @@ impl SetPlanner {
         key: PlanKey,
         delta: &Delta,
         mut decider: Option<&mut dyn Decider>,
-    ) -> Result<usize, PlanError> {
+    ) -> Result<Applied, PlanError> {
         if !delta.full && (self.key.as_ref() != Some(&key) || self.cursor != Some(delta.from)) {
             return Err(PlanError::StaleDelta);
         }
@@ -90,6 +99,7 @@ impl SetPlanner {
         }
         let fresh = decide_nodes(set, &delta.nodes, reborrow(&mut decider))?;
 
+        let mut changed = delta.full || !delta.removed.is_empty();
         if delta.full {
             self.decided.clear();
             if let Some(decider) = reborrow(&mut decider) {
@@ -104,14 +114,18 @@ impl SetPlanner {
                 decider.forget(name);
             }
         }
-        let count = fresh.len();
+        let decided = fresh.len();
         for plan in fresh {
-            self.decided
-                .insert(Arc::from(plan.node.as_str()), Arc::new(plan));
+            let name = Arc::from(plan.node.as_str());
+            let same = self.decided.get(&name).is_some_and(|old| **old == plan);
+            if !same {
+                changed = true;
+                self.decided.insert(name, Arc::new(plan));
+            }
         }
         self.key = Some(key);
         self.cursor = Some(delta.cursor);
-        Ok(count)
+        Ok(Applied { decided, changed })
     }
 
     /// Forgets every decision, so the next pass decides every node.
@@ -204,10 +218,15 @@ mod tests {
         serde_json::from_value(node).unwrap()
     }
 
-    fn step(planner: &mut SetPlanner, set: &WasmDaemonSet, table: &NodeTable, d: &mut ByTier) {
+    fn step(
+        planner: &mut SetPlanner,
+        set: &WasmDaemonSet,
+        table: &NodeTable,
+        d: &mut ByTier,
+    ) -> Applied {
         let key = PlanKey::of(set, Some("digest"));
         let delta = table.delta(planner.since(&key));
-        planner.apply(set, key, &delta, Some(d)).unwrap();
+        planner.apply(set, key, &delta, Some(d)).unwrap()
     }
 
     fn everything_decided_again(set: &WasmDaemonSet, table: &NodeTable) -> Vec<NodePlan> {
@@ -269,8 +288,25 @@ mod tests {
             matches!(&plan.outcome, super::super::Outcome::Run { variant: Some(v), .. } if v == "gpu")
         );
 
-        step(&mut planner, &set(1), &table, &mut decider);
+        let quiet = step(&mut planner, &set(1), &table, &mut decider);
         assert_eq!(decider.asked, 101, "nothing changed, nothing decided");
+        assert_eq!(
+            quiet,
+            Applied {
+                decided: 0,
+                changed: false
+            }
+        );
+
+        table.apply(node("n8", "linux", "cpu-large", false));
+        let same = step(&mut planner, &set(1), &table, &mut decider);
+        assert_eq!(
+            (same.decided, same.changed),
+            (1, false),
+            "n8 still runs plainly"
+        );
+        table.remove("n9");
+        assert!(step(&mut planner, &set(1), &table, &mut decider).changed);
 
         step(&mut planner, &set(2), &table, &mut decider);
         assert_eq!(decider.asked, 201, "a new generation decides every node");

@@ -5,7 +5,7 @@
 
 mod incremental;
 
-pub use incremental::{PlanKey, SetPlanner};
+pub use incremental::{Applied, PlanKey, SetPlanner};
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
