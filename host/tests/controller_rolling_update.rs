@@ -196,3 +196,31 @@ async fn on_delete_replaces_only_the_pods_a_user_deletes() {
     .await;
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_counted_available_once_min_ready_seconds_pass_with_surge_too() {
+    let env = Env::start("rolling-min-ready").await;
+    let nodes = [
+        env.add_node("a", &[], "amd64").await,
+        env.add_node("b", &[], "amd64").await,
+    ];
+    for (name, surge) in [("surging", 1), ("plain", 0)] {
+        let extra = json!({
+            "minReadySeconds": 2,
+            "updateStrategy": {"type": "RollingUpdate",
+                               "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 1 - surge}}
+        });
+        env.create_set(&env.set(name, "", "agent:1", extra)).await;
+    }
+    let controller = env.start_controller(None);
+
+    for name in ["surging", "plain"] {
+        wait_for("every pod counted available", WAIT, || async {
+            let set = env.sets().get(name).await.ok()?;
+            let status = set.status?;
+            (status.number_available == nodes.len() as i32).then_some(())
+        })
+        .await;
+    }
+    controller.stop().await;
+}

@@ -184,7 +184,14 @@ async fn pass(
     let recheck_in = changes.recheck_in;
     let written = write(ctx, set, ns, &mut state.expectations, changes).await;
 
-    let mut observed = status::observe(set, &plan, &pods, super::rollout::min_ready(set), wall);
+    let (mut observed, available_in) =
+        status::observe(set, &plan, &pods, super::rollout::min_ready(set), wall);
+    // A pod counted Ready but not yet available changes the status when its minReadySeconds
+    // end, with no event to say so.
+    let recheck_in = match (recheck_in, available_in) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     observed.plugin = planned.plugin.clone();
     let mut conditions = vec![status::rollout_condition(&observed)];
     if let Some(plugin) = &planned.plugin {

@@ -11,7 +11,7 @@ use crate::crd::{WasmDaemonSet, WasmDaemonSetStatus};
 use crate::planner::{Outcome, Plan};
 use crate::render::VARIANT_LABEL;
 
-use super::rollout::{is_available, is_ready, pod_hash};
+use super::rollout::{available_in, is_ready, pod_hash};
 
 /// Condition type: the set's plugin loaded and answered.
 pub const PLUGIN_READY: &str = "PluginReady";
@@ -19,20 +19,23 @@ pub const PLUGIN_READY: &str = "PluginReady";
 pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
 
 /// Counts what `plan` found, with `pods` the set's pods (oldest first per node is not
-/// required), in the shape of upstream DaemonSet status.
+/// required), in the shape of upstream DaemonSet status. Also returns how long until the next
+/// counted pod that is Ready but not yet available becomes available, so the count is redone
+/// then even if nothing else happens.
 pub fn observe(
     set: &WasmDaemonSet,
     plan: &Plan,
     pods: &[Pod],
     min_ready: Duration,
     now: Timestamp,
-) -> WasmDaemonSetStatus {
+) -> (WasmDaemonSetStatus, Option<Duration>) {
     let by_node = crate::planner::pods_by_node(pods, |p| p.metadata.deletion_timestamp.is_none());
 
     let mut status = WasmDaemonSetStatus {
         observed_generation: set.metadata.generation,
         ..Default::default()
     };
+    let mut soonest = None;
     for node in &plan.nodes {
         let oldest = by_node
             .get(node.node.as_str())
@@ -48,8 +51,10 @@ pub fn observe(
         status.current_number_scheduled += 1;
         if is_ready(pod) {
             status.number_ready += 1;
-            if is_available(pod, min_ready, now) {
-                status.number_available += 1;
+            match available_in(pod, min_ready, now) {
+                Some(Duration::ZERO) => status.number_available += 1,
+                Some(wait) => soonest = Some(soonest.map_or(wait, |s: Duration| s.min(wait))),
+                None => {}
             }
         }
         if pod_hash(pod) == Some(hash.as_str()) {
@@ -65,7 +70,7 @@ pub fn observe(
         *status.variants.entry(variant).or_default() += 1;
     }
     status.number_unavailable = (status.desired_number_scheduled - status.number_available).max(0);
-    status
+    (status, soonest)
 }
 
 /// Whether the rollout is done, as a condition.
