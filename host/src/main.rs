@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
         /// Watch sets in this namespace only (default: all namespaces).
-        #[arg(long)]
+        #[arg(long, value_parser = namespace_name)]
         namespace: Option<String>,
         /// A directory of `<name>.wasm` plugins, besides the stock ones, watched for changes:
         /// a changed plugin is swapped in once it compiles and accepts every set's config.
@@ -82,7 +82,7 @@ enum Command {
         cache_dir: Option<PathBuf>,
         /// Also load plugins from ConfigMaps labelled `wasmdaemon.io/plugin` in this namespace
         /// (default: `POD_NAMESPACE`; none when neither is set).
-        #[arg(long)]
+        #[arg(long, value_parser = namespace_name)]
         plugin_namespace: Option<String>,
         /// Wall-clock limit of one plugin call, in milliseconds (1 to 60000).
         #[arg(long, default_value_t = 100, value_parser = deadline_ms)]
@@ -128,6 +128,13 @@ enum Command {
         /// same name.
         #[arg(long)]
         allow_stock_override: bool,
+        /// Wall-clock limit of one plugin call, in milliseconds (1 to 60000); give what `run`
+        /// is given, so the answer is the one the controller gets.
+        #[arg(long, default_value_t = 100, value_parser = deadline_ms)]
+        plugin_deadline_ms: u64,
+        /// Memory limit of one plugin instance, in MiB (1 to 4096), as for `run`.
+        #[arg(long, default_value_t = 64, value_parser = memory_mib)]
+        plugin_memory_mib: usize,
     },
 }
 
@@ -136,6 +143,8 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         // A failed request is the one error line of `explain`; the client's log would repeat it.
         Command::Explain { .. } => "warn,wasmtime=error,cranelift=error,kube_client=off",
+        // What the controller changes in the cluster is logged at info.
+        Command::Run { .. } => "info,wasmtime=error,cranelift=error",
         _ => "warn,wasmtime=error,cranelift=error",
     };
     tracing_subscriber::fmt()
@@ -164,6 +173,13 @@ fn deadline_ms(text: &str) -> Result<u64, String> {
             "{text:?} is not a whole number of milliseconds from 1 to 60000"
         )),
     }
+}
+
+/// A namespace name the API server accepts.
+fn namespace_name(text: &str) -> Result<String, String> {
+    explain::check_name("namespace", text, 63)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A plugin memory limit in MiB: at least 1, at most 4096 (a 32-bit guest's whole space).
@@ -326,7 +342,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             plugin_namespace,
             plugin_dir,
             allow_stock_override,
+            plugin_deadline_ms,
+            plugin_memory_mib,
         } => {
+            let limits = Limits {
+                deadline: Duration::from_millis(plugin_deadline_ms),
+                memory_bytes: plugin_memory_mib.saturating_mul(1 << 20),
+                ..Limits::default()
+            };
             let text = match (set, nodes) {
                 (Some(set_file), Some(nodes)) => {
                     let nodes = input::load_nodes(&nodes)?;
@@ -338,7 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                             set.metadata.name.as_deref().unwrap_or_default()
                         );
                     }
-                    let engine = PluginEngine::new(Limits::default())?;
+                    let engine = PluginEngine::new(limits)?;
                     let registry =
                         Registry::new(engine, plugin_dir).allow_shadowing(allow_stock_override);
                     explain::explain(&set, &nodes, &node, &registry)?
@@ -348,7 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         plugin_namespace.or_else(|| std::env::var("POD_NAMESPACE").ok());
                     let view =
                         read_cluster(kubeconfig, namespace, set_name, node, plugin_namespace)?;
-                    let engine = PluginEngine::new(Limits::default())?;
+                    let engine = PluginEngine::new(limits)?;
                     let registry =
                         explain::live_registry(&view, engine, allow_stock_override, plugin_dir);
                     explain::explain_live(&view, &registry)?

@@ -75,7 +75,7 @@ impl ControllerMetrics {
             ),
             (
                 "node_changes_total",
-                "Placement-relevant node changes seen.",
+                "Placement-relevant node changes seen (a first list counts every node).",
                 &self.node_changes,
             ),
             (
@@ -154,9 +154,9 @@ async fn answer(mut stream: TcpStream, render: &Render) -> std::io::Result<()> {
         Ok(head) => head?,
         Err(_) => return Ok(()),
     };
-    let (status, content_type, body) = respond(&head, render);
+    let (status, extra, content_type, body) = respond(&head, render);
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
         body.len()
     );
@@ -181,28 +181,50 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// Status line, content type and body for a request head.
-fn respond(head: &str, render: &Render) -> (&'static str, &'static str, String) {
+/// Status line, extra headers, content type and body for a request head.
+fn respond(head: &str, render: &Render) -> (&'static str, &'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let mut words = head.lines().next().unwrap_or_default().split(' ');
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    if method != "GET" && method != "HEAD" {
+    let line = head.lines().next().unwrap_or_default();
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [method, target, version] = parts[..] else {
         return (
-            "405 Method Not Allowed",
+            "400 Bad Request",
+            "",
             TEXT,
-            "only GET and HEAD\n".to_string(),
+            "malformed request line\n".to_string(),
+        );
+    };
+    let is_token = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    if !is_token || target.is_empty() || !version.starts_with("HTTP/") {
+        return (
+            "400 Bad Request",
+            "",
+            TEXT,
+            "malformed request line\n".to_string(),
         );
     }
-    match path {
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(),
-        ),
-        "/healthz" => ("200 OK", TEXT, "ok\n".to_string()),
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        let body = "only HTTP/1.0 and HTTP/1.1\n".to_string();
+        return ("505 HTTP Version Not Supported", "", TEXT, body);
+    }
+    if method != "GET" && method != "HEAD" {
+        let body = "only GET and HEAD\n".to_string();
+        return ("405 Method Not Allowed", "Allow: GET, HEAD\r\n", TEXT, body);
+    }
+    // The absolute form (`http://host/metrics`) names the same resource as its path.
+    let target = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => target,
+    };
+    match target.split('?').next().unwrap_or("") {
+        "/metrics" => {
+            let kind = "text/plain; version=0.0.4; charset=utf-8";
+            ("200 OK", "", kind, render())
+        }
+        "/healthz" => ("200 OK", "", TEXT, "ok\n".to_string()),
         _ => (
             "404 Not Found",
+            "",
             TEXT,
             "try /metrics or /healthz\n".to_string(),
         ),
@@ -258,6 +280,21 @@ mod tests {
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
         let post = request(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+        let absolute = request(addr, "GET http://x:9090/metrics HTTP/1.1\r\n\r\n").await;
+        assert!(absolute.starts_with("HTTP/1.1 200 OK"), "{absolute}");
+        for bad in [
+            "\u{0}\u{1}garbage\r\n\r\n",
+            "get /metrics HTTP/1.1\r\n\r\n",
+            "GET /healthz FOO\r\n\r\n",
+            "GET /healthz\r\n\r\n",
+            "\r\n\r\n",
+        ] {
+            let answer = request(addr, bad).await;
+            assert!(answer.starts_with("HTTP/1.1 400 "), "{bad:?}: {answer}");
+        }
+        let future = request(addr, "GET /healthz HTTP/9.9\r\n\r\n").await;
+        assert!(future.starts_with("HTTP/1.1 505 "), "{future}");
         let head = request(addr, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
         assert!(
             head.starts_with("HTTP/1.1 200 OK") && head.ends_with("\r\n\r\n"),
@@ -275,6 +312,6 @@ mod tests {
         let _ = stream.write_all(junk.as_bytes()).await;
         let mut out = String::new();
         let _ = stream.read_to_string(&mut out).await;
-        assert!(out.is_empty() || out.starts_with("HTTP/1.1 405 "), "{out}");
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 400 "), "{out}");
     }
 }

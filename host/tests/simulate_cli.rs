@@ -482,3 +482,16 @@ fn output_that_cannot_be_written_is_one_error_line_and_a_closed_pipe_is_quiet() 
     );
     assert!(out.stderr.is_empty());
 }
+
+#[test]
+fn run_refuses_a_namespace_the_api_server_could_not_hold() {
+    for flag in ["--namespace", "--plugin-namespace"] {
+        let out = wasmdaemon(&["run", "--kubeconfig", "/nonexistent", flag, "a/b"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("invalid namespace name \"a/b\""),
+            "{stderr}"
+        );
+    }
+}

@@ -256,7 +256,7 @@ pub async fn read_cluster(
 /// A name the API server could hold: lower-case letters, digits, '-' (and '.' beyond a
 /// label), starting and ending with a letter or digit. Checked before any request so a stray
 /// `/` cannot reach a URL path.
-fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), ExplainError> {
+pub fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), ExplainError> {
     let dots = max > 63;
     let allowed =
         |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');

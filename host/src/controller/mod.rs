@@ -71,7 +71,7 @@ impl Default for Options {
 /// A reconcile that did not finish; the set is retried with backoff.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("failed to {action} pod {pod}: {source}")]
+    #[error("failed to {action} pod {pod}: {}", reconcile::api_message(source))]
     Pod {
         action: &'static str,
         pod: String,

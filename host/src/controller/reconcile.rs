@@ -404,8 +404,10 @@ async fn delete_pod(
         Err(source) => {
             ctx.metrics.pod_write_failures.inc();
             let note = format!(
-                "failed to delete pod {} on node {}: {source}",
-                delete.pod, delete.node
+                "failed to delete pod {} on node {}: {}",
+                delete.pod,
+                delete.node,
+                api_message(&source)
             );
             ctx.event(set, EventType::Warning, "FailedDelete", "Delete", note)
                 .await;
@@ -437,7 +439,11 @@ async fn create_pod(
         }
         Err(source) => {
             ctx.metrics.pod_write_failures.inc();
-            let note = format!("failed to create a pod on node {}: {source}", create.node);
+            let note = format!(
+                "failed to create a pod on node {}: {}",
+                create.node,
+                api_message(&source)
+            );
             ctx.event(set, EventType::Warning, "FailedCreate", "Create", note)
                 .await;
             Err(Error::Pod {
@@ -446,6 +452,16 @@ async fn create_pod(
                 source,
             })
         }
+    }
+}
+
+/// What the API server said, without the client's wrapping; other errors as they print.
+pub(super) fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} ({})", status.message, status.code)
+        }
+        other => other.to_string(),
     }
 }
 

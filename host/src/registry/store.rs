@@ -182,12 +182,18 @@ pub struct SwapMetrics {
 impl SwapMetrics {
     /// The counters in the Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::from("# TYPE wasmdaemon_plugin_swaps_total counter\n");
+        let mut out = String::from(
+            "# HELP wasmdaemon_plugin_swaps_total Plugin versions that became current.\n\
+             # TYPE wasmdaemon_plugin_swaps_total counter\n",
+        );
         out.push_str(&format!(
             "wasmdaemon_plugin_swaps_total {}\n",
             self.swaps_total
         ));
-        out.push_str("# TYPE wasmdaemon_plugin_swap_failures_total counter\n");
+        out.push_str(
+            "# HELP wasmdaemon_plugin_swap_failures_total Plugin versions refused, by the step \
+             that failed.\n# TYPE wasmdaemon_plugin_swap_failures_total counter\n",
+        );
         for (kind, count) in &self.swap_failures_total {
             out.push_str(&format!(
                 "wasmdaemon_plugin_swap_failures_total{{kind=\"{kind}\"}} {count}\n"
