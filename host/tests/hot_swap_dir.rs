@@ -415,3 +415,19 @@ fn recv(
     });
     event.expect("checked by the wait")
 }
+
+#[test]
+fn a_plugin_whose_only_version_was_refused_says_so_when_a_set_asks_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"not a component").unwrap();
+    let store = store(engine(), &Sets::default(), false);
+    let _watch = watch(&store, dir.path());
+    let error = Registry::live(store.clone())
+        .load("broken", None)
+        .expect_err("no good version");
+    let text = error.to_string();
+    assert!(
+        text.contains("its only version") && text.contains("was refused (compile)"),
+        "{text}"
+    );
+}

@@ -358,10 +358,19 @@ impl PluginStore {
 
     fn stock(&self, name: &str) -> Result<Arc<LoadedPlugin>, RegistryError> {
         let Some((_, bytes)) = STOCK.iter().find(|(n, _)| *n == name) else {
+            let searched = match self.failure_without_version(name) {
+                Some(refused) => format!(
+                    "; its only version, from {}, was refused ({}): {}",
+                    refused.source,
+                    refused.kind.as_str(),
+                    refused.message
+                ),
+                None => " and no plugin source provides it".to_string(),
+            };
             return Err(RegistryError::Unknown {
                 name: name.to_string(),
                 stock: STOCK.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
-                searched: " and no plugin source provides it".to_string(),
+                searched,
             });
         };
         Ok(self.engine.load(name, bytes)?)
