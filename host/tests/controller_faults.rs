@@ -81,3 +81,30 @@ async fn conflicts_and_server_errors_on_writes_still_converge() {
     }
     controller.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_while_the_api_server_cannot_be_reached() {
+    // Nothing listens on port 1 of the loopback address: every request is refused.
+    let config = kube::Config::new("http://127.0.0.1:1".parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let engine = wasmdaemon::plugin::PluginEngine::new(Default::default()).expect("engine");
+    let registry = wasmdaemon::registry::Registry::new(engine, None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(wasmdaemon::controller::run(
+        client,
+        registry,
+        wasmdaemon::controller::Options::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let asked = std::time::Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(3), controller)
+        .await
+        .expect("stops well inside the drain limit")
+        .expect("controller task ends cleanly");
+    println!("stopped {:?} after shutdown was requested", asked.elapsed());
+}

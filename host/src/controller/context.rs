@@ -70,6 +70,19 @@ pub struct Context {
     plugins: Mutex<HashMap<ObjectRef<WasmDaemonSet>, Arc<LoadedPlugin>>>,
     /// Pod watch events seen per set (its own pods, and orphans it could adopt).
     pod_events: Mutex<HashMap<ObjectRef<WasmDaemonSet>, u64>>,
+    /// Reconciles running now.
+    running: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a reconcile as running while it lives.
+pub struct Running<'a>(&'a Context);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Context {
@@ -96,6 +109,7 @@ impl Context {
             failures: Mutex::default(),
             plugins: Mutex::default(),
             pod_events: Mutex::default(),
+            running: Default::default(),
         }
     }
 
@@ -127,6 +141,18 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|key, _| !same(key));
+    }
+
+    /// Marks a reconcile as running until the returned guard is dropped.
+    pub fn running(&self) -> Running<'_> {
+        self.running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(self)
+    }
+
+    /// How many reconciles are running now.
+    pub fn reconciles_running(&self) -> usize {
+        self.running.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts a pod watch event concerning `sets`. Called after the pod cache took the event,

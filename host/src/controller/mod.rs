@@ -162,14 +162,28 @@ pub async fn run(
             }
             futures::future::ready(())
         });
-    let deadline = async {
+    // Once shutdown is requested no reconcile starts. The controller's stream ends when the
+    // running ones finish, but only after its watches yield, which an unreachable API server
+    // delays indefinitely; so the count of running reconciles decides, within the limit.
+    let watched = ctx.clone();
+    let deadline = async move {
         shutdown.await;
-        tokio::time::sleep(DRAIN_LIMIT).await;
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < DRAIN_LIMIT {
+            if watched.reconciles_running() == 0 {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
     };
     tokio::select! {
         () = drained => tracing::info!("controller stopped"),
-        () = deadline => tracing::warn!(limit = ?DRAIN_LIMIT,
-            "running reconciles did not finish after shutdown was requested; stopping anyway"),
+        idle = deadline => match idle {
+            true => tracing::info!("controller stopped"),
+            false => tracing::warn!(limit = ?DRAIN_LIMIT,
+                "running reconciles did not finish after shutdown was requested; stopping anyway"),
+        },
     }
 }
 

@@ -38,6 +38,7 @@ const WRITES_IN_FLIGHT: usize = 16;
 /// Brings one set one step closer to its plan.
 #[tracing::instrument(skip_all, fields(namespace, name))]
 pub async fn reconcile(set: Arc<WasmDaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _running = ctx.running();
     let span = tracing::Span::current();
     let ns = set.namespace().unwrap_or_default();
     span.record("namespace", ns.as_str());
