@@ -71,6 +71,8 @@ pub struct Delta {
     pub full: bool,
     /// Nodes that exist and changed (or all nodes, when `full`), in name order.
     pub nodes: Vec<Arc<Node>>,
+    /// The names of `nodes`, the table's own copies: keeping them costs no allocation.
+    pub names: Vec<Arc<str>>,
     /// Nodes removed since the cursor.
     pub removed: Vec<Arc<str>>,
 }
@@ -230,35 +232,32 @@ impl NodeTable {
             revision: 0,
         });
         let since = asked.filter(|c| c.table == self.id && c.revision >= self.floor);
-        let Some(since) = since else {
-            let mut nodes: Vec<Arc<Node>> = self.nodes.values().map(|e| e.node.clone()).collect();
-            nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-            return Delta {
-                from,
-                cursor: self.cursor(),
-                full: true,
-                nodes,
-                removed: Vec::new(),
-            };
+        let (full, mut present, removed) = match since {
+            None => {
+                let all: Vec<(&Arc<str>, &Entry)> = self.nodes.iter().collect();
+                (true, all, Vec::new())
+            }
+            Some(since) => {
+                let mut present = Vec::new();
+                let mut removed = Vec::new();
+                for (_, name) in self.log.range(since.revision + 1..) {
+                    match self.nodes.get_key_value(name) {
+                        Some(found) => present.push(found),
+                        None => removed.push(name.clone()),
+                    }
+                }
+                (false, present, removed)
+            }
         };
-
-        let mut delta = Delta {
+        present.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Delta {
             from,
             cursor: self.cursor(),
-            full: false,
-            nodes: Vec::new(),
-            removed: Vec::new(),
-        };
-        for (_, name) in self.log.range(since.revision + 1..) {
-            match self.nodes.get(name) {
-                Some(entry) => delta.nodes.push(entry.node.clone()),
-                None => delta.removed.push(name.clone()),
-            }
+            full,
+            nodes: present.iter().map(|(_, e)| e.node.clone()).collect(),
+            names: present.iter().map(|(name, _)| Arc::clone(name)).collect(),
+            removed,
         }
-        delta
-            .nodes
-            .sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        delta
     }
 }
 

@@ -90,7 +90,7 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
         .iter()
         .map(|n| match &n.outcome {
             Outcome::Run { variant, .. } => Row {
-                node: n.node.clone(),
+                node: n.node.to_string(),
                 decision: "run",
                 variant: variant.clone(),
                 reason: match variant {
@@ -99,7 +99,7 @@ pub fn rows(plan: &Plan) -> Vec<Row> {
                 },
             },
             Outcome::Skip { reason, .. } => Row {
-                node: n.node.clone(),
+                node: n.node.to_string(),
                 decision: "skip",
                 variant: None,
                 reason: reason.clone(),
@@ -289,7 +289,7 @@ pub fn compare(
                     Change::Pod => &mut summary.pod,
                 } += 1;
                 changes.push(ChangedNode {
-                    node: a.node.clone(),
+                    node: a.node.to_string(),
                     change,
                     before: row_b,
                     after: row_a,

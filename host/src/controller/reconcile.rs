@@ -221,8 +221,7 @@ async fn pass(
     }
     write_status(ctx, set, observed, conditions).await?;
 
-    let names: std::collections::HashSet<&str> =
-        plan.nodes.iter().map(|n| n.node.as_str()).collect();
+    let names: std::collections::HashSet<&str> = plan.nodes.iter().map(|n| &*n.node).collect();
     state.backoff.retain(now, |n| names.contains(n));
     written?;
     let wait = recheck_in.map_or(RESYNC, |d| d.min(RESYNC));

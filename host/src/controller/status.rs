@@ -37,9 +37,7 @@ pub fn observe(
     };
     let mut soonest = None;
     for node in &plan.nodes {
-        let oldest = by_node
-            .get(node.node.as_str())
-            .and_then(|l| l.first().copied());
+        let oldest = by_node.get(&*node.node).and_then(|l| l.first().copied());
         let Outcome::Run { hash, .. } = &node.outcome else {
             if oldest.is_some() {
                 status.number_misscheduled += 1;

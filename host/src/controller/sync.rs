@@ -78,7 +78,7 @@ pub fn changes(
         .nodes
         .iter()
         .filter(|n| n.outcome.runs())
-        .map(|n| (n.node.as_str(), &n.outcome))
+        .map(|n| (&*n.node, &n.outcome))
         .collect();
     let min_ready = rollout::min_ready(set);
     let budget = rollout::budget(set, runs.len())?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{Decider, NodePlan, Plan, PlanError, decide_nodes, diff};
+use super::{Decider, Decision, Interner, NodePlan, Plan, PlanError, decide_nodes, diff};
 use crate::crd::WasmDaemonSet;
 use crate::node_table::{Cursor, Delta};
 
@@ -67,7 +67,9 @@ pub struct Applied {
 pub struct SetPlanner {
     key: Option<PlanKey>,
     cursor: Option<Cursor>,
-    decided: BTreeMap<Arc<str>, Arc<NodePlan>>,
+    /// Keyed by the node table's own name strings; equal decisions are one shared value.
+    decided: BTreeMap<Arc<str>, Arc<Decision>>,
+    interner: Interner,
 }
 
 impl SetPlanner {
@@ -102,9 +104,10 @@ impl SetPlanner {
         let mut changed = delta.full || !delta.removed.is_empty();
         if delta.full {
             self.decided.clear();
+            self.interner.clear();
             if let Some(decider) = reborrow(&mut decider) {
                 let names: std::collections::HashSet<&str> =
-                    fresh.iter().map(|p| p.node.as_str()).collect();
+                    delta.names.iter().map(|n| &**n).collect();
                 decider.retain(&|node| names.contains(node));
             }
         }
@@ -115,12 +118,15 @@ impl SetPlanner {
             }
         }
         let decided = fresh.len();
-        for plan in fresh {
-            let name = Arc::from(plan.node.as_str());
-            let same = self.decided.get(&name).is_some_and(|old| **old == plan);
+        for (name, plan) in delta.names.iter().zip(fresh) {
+            let same = self
+                .decided
+                .get(name)
+                .is_some_and(|old| **old == *plan.decision);
             if !same {
                 changed = true;
-                self.decided.insert(name, Arc::new(plan));
+                let shared = self.interner.intern(Arc::unwrap_or_clone(plan.decision));
+                self.decided.insert(name.clone(), shared);
             }
         }
         self.key = Some(key);
@@ -134,11 +140,17 @@ impl SetPlanner {
     }
 
     /// Every node's decision, in node name order.
-    pub fn decisions(&self) -> Vec<Arc<NodePlan>> {
-        self.decided.values().cloned().collect()
+    pub fn decisions(&self) -> Vec<NodePlan> {
+        self.decided
+            .iter()
+            .map(|(node, decision)| NodePlan {
+                node: node.clone(),
+                decision: decision.clone(),
+            })
+            .collect()
     }
 
-    pub fn decision(&self, node: &str) -> Option<&Arc<NodePlan>> {
+    pub fn decision(&self, node: &str) -> Option<&Arc<Decision>> {
         self.decided.get(node)
     }
 
@@ -260,8 +272,7 @@ mod tests {
             }
             if round.is_multiple_of(3) {
                 step(&mut planner, &set, &table, &mut decider);
-                let kept: Vec<NodePlan> =
-                    planner.decisions().iter().map(|p| (**p).clone()).collect();
+                let kept: Vec<NodePlan> = planner.decisions();
                 assert_eq!(
                     kept,
                     everything_decided_again(&set, &table),
@@ -279,6 +290,15 @@ mod tests {
         let mut decider = ByTier::default();
         step(&mut planner, &set(1), &table, &mut decider);
         assert_eq!(decider.asked, 100);
+
+        let (n1, n2) = (
+            planner.decision("n1").unwrap(),
+            planner.decision("n2").unwrap(),
+        );
+        assert!(
+            Arc::ptr_eq(n1, n2),
+            "nodes with the same answer share one decision"
+        );
 
         table.apply(node("n7", "linux", "gpu", false));
         step(&mut planner, &set(1), &table, &mut decider);

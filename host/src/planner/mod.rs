@@ -176,13 +176,86 @@ pub enum PlanError {
     StaleDelta,
 }
 
-/// What happens on one node.
+/// What happens on one node: its name and its decision. Nodes with the same answer share one
+/// [`Decision`], which keeps a set's decisions for 10,000 nodes to a few distinct values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodePlan {
-    pub node: String,
+    pub node: Arc<str>,
+    pub decision: Arc<Decision>,
+}
+
+impl std::ops::Deref for NodePlan {
+    type Target = Decision;
+
+    fn deref(&self) -> &Decision {
+        &self.decision
+    }
+}
+
+/// The answer for a node, apart from which node it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
     /// The upstream predicates' two answers.
     pub placement: Placement,
     pub outcome: Outcome,
+}
+
+impl Decision {
+    /// What tells two decisions apart. A rendering is told by its spec hash, so templates are
+    /// never compared field by field.
+    fn identity(&self) -> impl std::hash::Hash + PartialEq + '_ {
+        let outcome = match &self.outcome {
+            Outcome::Run { variant, hash, .. } => (true, variant.as_deref(), hash.as_str(), false),
+            Outcome::Skip {
+                reason,
+                keep_existing,
+            } => (false, None, reason.as_str(), *keep_existing),
+        };
+        let p = &self.placement;
+        (
+            p.should_run,
+            p.should_continue_running,
+            p.reason.as_deref(),
+            outcome,
+        )
+    }
+}
+
+/// Hands out one shared [`Decision`] per distinct answer.
+#[derive(Debug, Default)]
+pub struct Interner {
+    by_key: HashMap<u64, Vec<Arc<Decision>>>,
+    held: usize,
+}
+
+impl Interner {
+    /// Past this many distinct decisions the interner starts afresh: node-specific reasons
+    /// (a label value quoted in a skip reason) would otherwise grow it without bound. Sharing
+    /// is only a saving; starting afresh changes no answer.
+    const MAX: usize = 4096;
+
+    pub fn intern(&mut self, decision: Decision) -> Arc<Decision> {
+        let key = key_of(decision.identity());
+        if let Some(same) = self
+            .by_key
+            .get(&key)
+            .and_then(|list| list.iter().find(|d| d.identity() == decision.identity()))
+        {
+            return same.clone();
+        }
+        if self.held >= Self::MAX {
+            self.clear();
+        }
+        let shared = Arc::new(decision);
+        self.by_key.entry(key).or_default().push(shared.clone());
+        self.held += 1;
+        shared
+    }
+
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.held = 0;
+    }
 }
 
 /// The decision for one node.
@@ -247,7 +320,7 @@ pub struct Outdated {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// One entry per input node, in input order.
-    pub nodes: Vec<Arc<NodePlan>>,
+    pub nodes: Vec<NodePlan>,
     pub create: Vec<Create>,
     pub delete: Vec<Delete>,
     pub outdated: Vec<Outdated>,
@@ -300,6 +373,7 @@ pub fn decide_nodes<N: Borrow<Node>>(
     }
 
     let mut rendered_cache: HashMap<String, (Arc<PodTemplateSpec>, String)> = HashMap::new();
+    let mut interner = Interner::default();
     let mut plans = Vec::with_capacity(nodes.len());
     for (i, (node, placement)) in nodes.iter().zip(placements).enumerate() {
         let name = node.borrow().metadata.name.clone().unwrap_or_default();
@@ -334,9 +408,8 @@ pub fn decide_nodes<N: Borrow<Node>>(
             })?,
         };
         plans.push(NodePlan {
-            node: name,
-            placement,
-            outcome,
+            node: Arc::from(name),
+            decision: interner.intern(Decision { placement, outcome }),
         });
     }
     Ok(plans)
@@ -420,7 +493,7 @@ pub fn plan(
     decider: Option<&mut dyn Decider>,
 ) -> Result<Plan, PlanError> {
     let decided = decide_nodes(set, nodes, decider)?;
-    Ok(diff(set, decided.into_iter().map(Arc::new).collect(), pods))
+    Ok(diff(set, decided, pods))
 }
 
 /// The pods `keep` accepts, by the node they are on or pinned to, each node's oldest first.
@@ -452,7 +525,7 @@ fn age_order(pod: &Pod) -> (Option<k8s_openapi::jiff::Timestamp>, Option<&str>) 
 /// which pods run an outdated rendering. `decided` is one entry per node that exists.
 ///
 /// Pods already marked for deletion are ignored: they are on their way out.
-pub fn diff(set: &WasmDaemonSet, decided: Vec<Arc<NodePlan>>, pods: &[Pod]) -> Plan {
+pub fn diff(set: &WasmDaemonSet, decided: Vec<NodePlan>, pods: &[Pod]) -> Plan {
     let mut by_node = pods_by_node(pods, |p| p.metadata.deletion_timestamp.is_none());
 
     let mut result = Plan::default();
@@ -462,7 +535,7 @@ pub fn diff(set: &WasmDaemonSet, decided: Vec<Arc<NodePlan>>, pods: &[Pod]) -> P
         reason,
     };
     for node_plan in &decided {
-        let node = node_plan.node.as_str();
+        let node: &str = &node_plan.node;
         let existing = by_node.remove(node).unwrap_or_default();
         match &node_plan.outcome {
             Outcome::Run {
