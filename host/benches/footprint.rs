@@ -82,6 +82,8 @@ fn main() {
                 }))
                 .expect("status"),
             );
+            // The pod watch slims each pod before caching it.
+            wasmdaemon::controller::slim_pod(&mut pod);
             pods.push(Arc::new(pod));
         }
     }
