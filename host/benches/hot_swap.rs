@@ -265,10 +265,15 @@ impl Planner {
         let key = PlanKey::of(set, Some(&plugin.digest));
         let delta = self.table.delta(memory.planner.since(&key));
         let decider = memory.decider.as_mut().map(|d| d as &mut dyn Decider);
-        memory
+        let applied = memory
             .planner
             .apply(set, key, &delta, decider)
             .expect("decide");
+        // As the controller does: a set whose decisions did not change (and whose pods did not)
+        // needs no comparison with its pods.
+        if !applied.changed && !memory.pods.is_empty() {
+            return;
+        }
         let plan = memory.planner.plan(set, &memory.pods);
         assert_eq!(plan.nodes.len(), self.table.len());
         if memory.pods.is_empty() {

@@ -138,3 +138,108 @@ async fn a_swapped_plugin_rolls_the_pods_of_the_sets_that_use_it() {
         .expect("controller task ends cleanly");
     drop(watch);
 }
+
+/// `component` with a custom section appended: another digest, the same behaviour.
+fn retagged(component: &[u8], tag: &str) -> Vec<u8> {
+    let payload = [b"\x08wd-tests".as_slice(), tag.as_bytes()].concat();
+    let mut out = component.to_vec();
+    out.push(0);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_answers_the_same_is_recorded_without_touching_a_pod() {
+    let plugins = tempfile::tempdir().expect("plugin dir");
+    let path = plugins.path().join("probe.wasm");
+    let echo = std::fs::read(env!("WASMDAEMON_TEST_PLUGIN_ECHO")).expect("echo plugin");
+    let same = retagged(&echo, "v2");
+    std::fs::write(&path, &echo).expect("plugin written");
+
+    let env = Env::start("hot-swap-same").await;
+    let nodes = [
+        env.add_node("big", &[("wasmdaemon.test/variant", "big")], "amd64")
+            .await,
+        env.add_node("plain", &[], "amd64").await,
+    ];
+    let set = env.set(
+        "agent",
+        "",
+        "agent:1",
+        json!({"variants": [{"name": "big"}], "policy": {"plugin": "probe"}}),
+    );
+    env.create_set(&set).await;
+
+    let store = Arc::new(PluginStore::new(
+        PluginEngine::new(Limits::default()).expect("engine"),
+        false,
+    ));
+    let watch = DirWatch::start(
+        store.clone(),
+        plugins.path().to_path_buf(),
+        Duration::from_millis(50),
+    )
+    .expect("directory watch");
+    let metrics = Arc::new(wasmdaemon::telemetry::ControllerMetrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = Options {
+        namespace: Some(env.ns.clone()),
+        metrics: metrics.clone(),
+        ..Options::default()
+    };
+    let controller = tokio::spawn(controller::run(
+        env.client.clone(),
+        Registry::live(store.clone()),
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let first = format!("probe@{}", digest_of(&echo));
+    wait_for(
+        "a pod per node and the first version in the status",
+        WAIT,
+        || async {
+            let status = env.sets().get("agent").await.ok()?.status?;
+            let running = env.pods_of("agent").await.len() == nodes.len();
+            (running && status.plugin.as_deref() == Some(first.as_str())).then_some(())
+        },
+    )
+    .await;
+    let pods_before: Vec<String> = env
+        .pods_of("agent")
+        .await
+        .values()
+        .flatten()
+        .map(|p| p.name_any())
+        .collect();
+    let writes = metrics.pods_created.get() + metrics.pods_deleted.get();
+
+    std::fs::write(&path, &same).expect("same behaviour, new digest");
+    let second = format!("probe@{}", digest_of(&same));
+    wait_for("the status names the new version", WAIT, || async {
+        let status = env.sets().get("agent").await.ok()?.status?;
+        (status.plugin.as_deref() == Some(second.as_str())).then_some(())
+    })
+    .await;
+    let pods_after: Vec<String> = env
+        .pods_of("agent")
+        .await
+        .values()
+        .flatten()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(pods_after, pods_before, "no pod was replaced");
+    assert_eq!(
+        metrics.pods_created.get() + metrics.pods_deleted.get(),
+        writes
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, controller)
+        .await
+        .expect("controller stops in time")
+        .expect("controller task ends cleanly");
+    drop(watch);
+}

@@ -49,6 +49,8 @@ pub struct Settled {
     pub pod_events: u64,
     /// The plugin notice the pass reported, if any.
     pub notice: Option<(&'static str, String)>,
+    /// `<name>@<digest>` of the plugin version the status names.
+    pub plugin: Option<String>,
     /// When a pass must look again anyway: a rollout or backoff wait ends, or the resync.
     pub until: std::time::Instant,
 }

@@ -113,6 +113,13 @@ async fn pass(
                             decided = planned.applied.decided,
                             "no decision changed and no pod event since the last pass"
                         );
+                        let mut settled = settled;
+                        if planned.plugin != settled.plugin {
+                            // A new version that answers as the old one did: only the
+                            // version the status names changes.
+                            record_version(ctx, set, planned.plugin.clone()).await?;
+                            settled.plugin = planned.plugin;
+                        }
                         ctx.metrics.quiet_passes.inc();
                         let wait = settled.until.saturating_duration_since(now);
                         state.settled = Some(settled);
@@ -229,6 +236,7 @@ async fn pass(
         generation: set.metadata.generation,
         pod_events,
         notice,
+        plugin: planned.plugin.clone(),
         until: now + wait,
     });
     Ok(Action::requeue(wait))
@@ -276,6 +284,27 @@ async fn settle_claim(
         }
     }
     Ok(pods)
+}
+
+/// Writes the plugin version a set now uses into its status, the rest as it was.
+async fn record_version(
+    ctx: &Context,
+    set: &WasmDaemonSet,
+    plugin: Option<String>,
+) -> Result<(), Error> {
+    let mut status = set.status.clone().unwrap_or_default();
+    let condition = plugin.as_ref().map(|id| {
+        let message = format!("plugin {id} answered");
+        status::condition(
+            PLUGIN_READY,
+            "True",
+            "PluginAnswered",
+            message,
+            set.metadata.generation,
+        )
+    });
+    status.plugin = plugin;
+    write_status(ctx, set, status, condition.into_iter().collect()).await
 }
 
 /// Whether the set's status already carries condition `type_` with `reason`.

@@ -101,9 +101,15 @@ impl SetPlanner {
         }
         let fresh = decide_nodes(set, &delta.nodes, reborrow(&mut decider))?;
 
-        let mut changed = delta.full || !delta.removed.is_empty();
+        // After a full delta (a new plugin version, a changed set) the earlier answers are
+        // still what the new ones are compared with: a version that answers the same changes
+        // nothing.
+        let earlier = match delta.full {
+            true => std::mem::take(&mut self.decided),
+            false => BTreeMap::new(),
+        };
+        let mut changed = !delta.removed.is_empty();
         if delta.full {
-            self.decided.clear();
             self.interner.clear();
             if let Some(decider) = reborrow(&mut decider) {
                 let names: std::collections::HashSet<&str> =
@@ -119,16 +125,19 @@ impl SetPlanner {
         }
         let decided = fresh.len();
         for (name, plan) in delta.names.iter().zip(fresh) {
-            let same = self
-                .decided
-                .get(name)
-                .is_some_and(|old| **old == *plan.decision);
-            if !same {
-                changed = true;
-                let shared = self.interner.intern(Arc::unwrap_or_clone(plan.decision));
-                self.decided.insert(name.clone(), shared);
-            }
+            let before = match delta.full {
+                true => earlier.get(name),
+                false => self.decided.get(name),
+            };
+            let same = before.filter(|old| old.same_as(&plan.decision)).cloned();
+            changed |= same.is_none();
+            let shared = match same.filter(|_| !delta.full) {
+                Some(old) => old,
+                None => self.interner.intern(Arc::unwrap_or_clone(plan.decision)),
+            };
+            self.decided.insert(name.clone(), shared);
         }
+        changed |= delta.full && earlier.len() != self.decided.len();
         self.key = Some(key);
         self.cursor = Some(delta.cursor);
         Ok(Applied { decided, changed })
@@ -328,8 +337,9 @@ mod tests {
         table.remove("n9");
         assert!(step(&mut planner, &set(1), &table, &mut decider).changed);
 
-        step(&mut planner, &set(2), &table, &mut decider);
+        let again = step(&mut planner, &set(2), &table, &mut decider);
         assert_eq!(decider.asked, 201, "a new generation decides every node");
+        assert!(!again.changed, "and finds every answer as it was");
     }
 
     #[test]

@@ -221,6 +221,13 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// Whether two decisions give the same answer; renderings are compared by spec hash.
+    pub fn same_as(&self, other: &Decision) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
 /// Hands out one shared [`Decision`] per distinct answer.
 #[derive(Debug, Default)]
 pub struct Interner {
