@@ -401,18 +401,7 @@ fn read_cluster(
         .build()
         .context("failed to start the runtime")?;
     runtime.block_on(async {
-        let mut config = match kubeconfig {
-            Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(&path)
-                    .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(file, &Default::default())
-                    .await
-                    .with_context(|| format!("failed to load kubeconfig {}", path.display()))?
-            }
-            None => kube::Config::infer()
-                .await
-                .context("failed to find a cluster configuration")?,
-        };
+        let mut config = cluster_config(kubeconfig.as_deref()).await?;
         // A one-shot command should fail soon rather than wait as long as the controller does.
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(30));
@@ -432,6 +421,22 @@ fn read_cluster(
     })
 }
 
+/// The cluster `kubeconfig` names, or without one the in-cluster or default configuration.
+async fn cluster_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("failed to load kubeconfig {}", path.display()))
+        }
+        None => kube::Config::infer()
+            .await
+            .context("failed to find a cluster configuration"),
+    }
+}
+
 /// Lists every node of the cluster `kubeconfig` names, a page at a time.
 fn cluster_nodes(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<Node>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -439,11 +444,7 @@ fn cluster_nodes(kubeconfig: &std::path::Path) -> anyhow::Result<Vec<Node>> {
         .build()
         .context("failed to start the runtime")?;
     runtime.block_on(async {
-        let file = kube::config::Kubeconfig::read_from(kubeconfig)
-            .with_context(|| format!("failed to read kubeconfig {}", kubeconfig.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
-            .await
-            .with_context(|| format!("failed to load kubeconfig {}", kubeconfig.display()))?;
+        let config = cluster_config(Some(kubeconfig)).await?;
         let client = kube::Client::try_from(config).context("failed to build the API client")?;
         let api: kube::Api<Node> = kube::Api::all(client);
         let mut nodes = Vec::new();
@@ -495,18 +496,7 @@ async fn run_controller(
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics");
         tokio::spawn(telemetry::serve(listener, render));
     }
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(&path)
-                .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .with_context(|| format!("failed to load kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("failed to find a cluster configuration")?,
-    };
+    let config = cluster_config(kubeconfig.as_deref()).await?;
     let client = kube::Client::try_from(config).context("failed to build the API client")?;
     if let (Some(store), Some(namespace)) = (registry.store(), plugin_namespace) {
         tokio::spawn(configmap::watch(store.clone(), client.clone(), namespace));
