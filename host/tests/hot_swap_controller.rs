@@ -17,6 +17,60 @@ use wasmdaemon::registry::dir::DirWatch;
 use wasmdaemon::registry::{PluginStore, Registry};
 use wasmdaemon::render::VARIANT_LABEL;
 
+/// A controller for the test's namespace over a live plugin store fed from `dir`.
+struct Live {
+    store: Arc<PluginStore>,
+    watch: DirWatch,
+    stop: tokio::sync::oneshot::Sender<()>,
+    controller: tokio::task::JoinHandle<()>,
+}
+
+impl Live {
+    fn start(
+        env: &Env,
+        dir: &std::path::Path,
+        metrics: Arc<wasmdaemon::telemetry::ControllerMetrics>,
+    ) -> Live {
+        let limits = Limits {
+            deadline: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        let engine = PluginEngine::new(limits).expect("engine");
+        let store = Arc::new(PluginStore::new(engine, false));
+        let watch = DirWatch::start(store.clone(), dir.to_path_buf(), Duration::from_millis(50))
+            .expect("directory watch");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let options = Options {
+            namespace: Some(env.ns.clone()),
+            metrics,
+            ..Options::default()
+        };
+        let controller = tokio::spawn(controller::run(
+            env.client.clone(),
+            Registry::live(store.clone()),
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Live {
+            store,
+            watch,
+            stop,
+            controller,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.controller)
+            .await
+            .expect("controller stops in time")
+            .expect("controller task ends cleanly");
+        drop(self.watch);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swapped_plugin_rolls_the_pods_of_the_sets_that_use_it() {
     let plugins = tempfile::tempdir().expect("plugin dir");
@@ -42,34 +96,8 @@ async fn a_swapped_plugin_rolls_the_pods_of_the_sets_that_use_it() {
     );
     env.create_set(&set).await;
 
-    let limits = Limits {
-        deadline: Duration::from_secs(5),
-        ..Limits::default()
-    };
-    let store = Arc::new(PluginStore::new(
-        PluginEngine::new(limits).expect("engine"),
-        false,
-    ));
-    let watch = DirWatch::start(
-        store.clone(),
-        plugins.path().to_path_buf(),
-        Duration::from_millis(50),
-    )
-    .expect("directory watch");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let client = env.client.clone();
-    let options = Options {
-        namespace: Some(env.ns.clone()),
-        ..Options::default()
-    };
-    let controller = tokio::spawn(controller::run(
-        client,
-        Registry::live(store.clone()),
-        options,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let live = Live::start(&env, plugins.path(), Arc::default());
+    let store = live.store.clone();
 
     let variant_on = |node: String| {
         let env = &env;
@@ -131,12 +159,7 @@ async fn a_swapped_plugin_rolls_the_pods_of_the_sets_that_use_it() {
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(WAIT, controller)
-        .await
-        .expect("controller stops in time")
-        .expect("controller task ends cleanly");
-    drop(watch);
+    live.stop().await;
 }
 
 /// `component` with a custom section appended: another digest, the same behaviour.
@@ -171,31 +194,8 @@ async fn a_new_version_that_answers_the_same_is_recorded_without_touching_a_pod(
     );
     env.create_set(&set).await;
 
-    let store = Arc::new(PluginStore::new(
-        PluginEngine::new(Limits::default()).expect("engine"),
-        false,
-    ));
-    let watch = DirWatch::start(
-        store.clone(),
-        plugins.path().to_path_buf(),
-        Duration::from_millis(50),
-    )
-    .expect("directory watch");
     let metrics = Arc::new(wasmdaemon::telemetry::ControllerMetrics::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let options = Options {
-        namespace: Some(env.ns.clone()),
-        metrics: metrics.clone(),
-        ..Options::default()
-    };
-    let controller = tokio::spawn(controller::run(
-        env.client.clone(),
-        Registry::live(store.clone()),
-        options,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let live = Live::start(&env, plugins.path(), metrics.clone());
     let first = format!("probe@{}", digest_of(&echo));
     wait_for(
         "a pod per node and the first version in the status",
@@ -236,10 +236,5 @@ async fn a_new_version_that_answers_the_same_is_recorded_without_touching_a_pod(
         writes
     );
 
-    let _ = stop.send(());
-    tokio::time::timeout(WAIT, controller)
-        .await
-        .expect("controller stops in time")
-        .expect("controller task ends cleanly");
-    drop(watch);
+    live.stop().await;
 }

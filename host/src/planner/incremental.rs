@@ -143,11 +143,6 @@ impl SetPlanner {
         Ok(Applied { decided, changed })
     }
 
-    /// Forgets every decision, so the next pass decides every node.
-    pub fn reset(&mut self) {
-        *self = Self::default();
-    }
-
     /// Every node's decision, in node name order.
     pub fn decisions(&self) -> Vec<NodePlan> {
         self.decided

@@ -74,11 +74,6 @@ impl PluginDecider {
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.plugin
     }
-
-    /// Forgets remembered answers for nodes that no longer exist.
-    pub fn retain_nodes(&mut self, keep: impl Fn(&str) -> bool) {
-        self.memo.retain(|name, _| keep(name));
-    }
 }
 
 impl Decider for PluginDecider {
